@@ -1,0 +1,113 @@
+"""The storage interface the engine talks to. Two implementations: files (default) and memory.
+
+Group commit: the room applies a batch of ops in memory, then awaits `append(batch)`; only when
+that returns (the batch is durable) does it publish them. A `StorageError` from any call means
+the notebook must stop accepting ops: nothing after the last successful `append` is durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from engine.ot.model import Notebook
+from engine.records import CommittedOp
+
+
+class StorageError(Exception):
+    """A write, fsync or read failed, or stored data is corrupt. `code` is snake_case."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class NotebookNotFound(StorageError):
+    def __init__(self, notebook_id: str) -> None:
+        super().__init__("notebook_not_found", f"notebook {notebook_id!r} does not exist")
+
+
+class NotebookExists(StorageError):
+    def __init__(self, notebook_id: str) -> None:
+        super().__init__("notebook_exists", f"notebook {notebook_id!r} already exists")
+
+
+@dataclass(slots=True)
+class NotebookInfo:
+    """What the summary shows; kept in the notebook's metadata file."""
+
+    id: str
+    name: str
+    created: int  # epoch milliseconds
+    updated: int  # epoch milliseconds (last committed op, or creation)
+    version: int = 0
+
+
+@dataclass(slots=True)
+class Recovered:
+    """An opened notebook: head document, head version and the newest committed ops."""
+
+    notebook: Notebook
+    version: int
+    # The newest committed ops, oldest first, ending at `version` (at most `window` of them; fewer
+    # when the notebook is younger). The document rebuilds its transform window and its
+    # `(client, seq) -> v` dedupe table from them.
+    tail: list[CommittedOp] = field(default_factory=list)
+
+
+class NotebookStore(Protocol):
+    """One open notebook's durable state. Only its room calls it (no concurrent appends)."""
+
+    async def append(self, records: Sequence[CommittedOp]) -> None:
+        """Write `records` (consecutive versions) and make them durable before returning."""
+        ...
+
+    def snapshot_due(self, version: int) -> bool:
+        """Whether a snapshot at `version` should be written now (every N ops or T seconds)."""
+        ...
+
+    async def write_snapshot(self, notebook: Notebook, version: int) -> None:
+        """Persist `notebook` as the state at `version` atomically; may trim the log behind it."""
+        ...
+
+    async def load_version(self, version: int) -> Notebook:
+        """The document at any past `version` (0..head); `StorageError` code `version_not_found`."""
+        ...
+
+    async def history(self, since: int, limit: int) -> list[CommittedOp]:
+        """Committed ops with `since < v`, oldest first, at most `limit`."""
+        ...
+
+    async def close(self) -> None:
+        """Release files. Everything appended is already durable."""
+        ...
+
+
+class Storage(Protocol):
+    """The data dir: which notebooks exist, their info, opening their stores."""
+
+    async def create(self, info: NotebookInfo, notebook: Notebook) -> None:
+        """Create a notebook at version 0 with `notebook` as content; `NotebookExists` if taken."""
+        ...
+
+    async def info(self, notebook_id: str) -> NotebookInfo:
+        """`NotebookNotFound` if absent."""
+        ...
+
+    async def update_info(self, info: NotebookInfo) -> None:
+        """Rewrite a notebook's info (name, updated, version) atomically."""
+        ...
+
+    async def list(self, after: str | None, limit: int) -> list[NotebookInfo]:
+        """Notebooks with `id > after` in id order (bytewise), at most `limit`."""
+        ...
+
+    async def delete(self, notebook_id: str) -> None:
+        """Remove a notebook and all its files; `NotebookNotFound` if absent."""
+        ...
+
+    async def open(self, notebook_id: str, window: int) -> tuple[NotebookStore, Recovered]:
+        """Open for writing and recover head state; `NotebookNotFound` if absent."""
+        ...
