@@ -16,7 +16,15 @@ from engine.records import CommittedOp
 
 
 class StorageError(Exception):
-    """A write, fsync or read failed, or stored data is corrupt. `code` is snake_case."""
+    """A write, fsync or read failed, or stored data is corrupt. `code` is snake_case.
+
+    Codes used by the implementations: `storage_failed` (an OSError on the write path; after
+    a failed append the store is poisoned), `log_corrupt` (damaged log or snapshot/log mismatch:
+    do not serve the notebook), `version_not_found` (out of range, or trimmed by retention),
+    `notebook_not_found`, `notebook_exists`, `already_open`, `closed`, `bad_append` (versions
+    not consecutive after the head), `bad_snapshot` (snapshot past the durable head),
+    `snapshot_corrupt`, `info_corrupt`, `invalid_id`.
+    """
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

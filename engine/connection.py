@@ -1,0 +1,292 @@
+"""One sync WebSocket connection (contract §4): handshake, authorisation, reading, closing.
+
+Writing belongs to `engine.fanout.Peer`: this module only reads. The handshake and incoming
+frames go through wsproto; outgoing frames are pre-built bytes. Per-connection compression is
+never negotiated (no extensions are offered back), so every viewer gets identical bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+from engine.auth.tokens import TokenError, verify_token
+from engine.errors import EngineError, NotFound
+from engine.fanout import FanoutLimits, Peer, PeerClosed
+from engine.listener import close_socket
+from engine.room import Member, Room
+from protocol import (
+    DEFAULT_LIMITS,
+    ExecuteMessage,
+    InterruptMessage,
+    Limits,
+    OpMessage,
+    PingMessage,
+    PresenceMessage,
+    ProtocolError,
+    decode_client,
+    wsframe,
+)
+from protocol.limits import CLIENT_ID_RE, NOTEBOOK_ID_RE
+
+log = logging.getLogger("agora.sync")
+
+PONG = wsframe.text_frame(b'{"type":"pong"}')
+SEND_BUFFER = 64 * 1024  # small, so a stalled reader is noticed in seconds, not minutes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    """What the sync endpoint needs besides the rooms."""
+
+    secret: bytes
+    limits: Limits = DEFAULT_LIMITS
+    fanout: FanoutLimits = FanoutLimits()
+    rate: float = 200.0  # messages per second per connection, sustained
+    burst: float = 400.0  # messages a connection may send at once
+    handshake_timeout: float = 10.0
+
+
+def _error_frame(code: str, message: str) -> bytes:
+    return wsframe.text_frame(orjson.dumps({"type": "error", "code": code, "message": message}))
+
+
+class _Bucket:
+    """A token bucket: `take` says how long to wait before reading the next message."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+async def _send_all_now(sock: socket.socket, data: bytes, timeout: float) -> bool:
+    """Blocking-style write used only before the peer exists (handshake responses)."""
+    view = memoryview(data)
+    with trio.move_on_after(timeout):
+        while view:
+            await trio.lowlevel.wait_writable(sock)
+            try:
+                sent = sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return False
+            view = view[sent:]
+        return True
+    return False
+
+
+async def _linger_close(sock: socket.socket) -> None:
+    """Half-close, drain what the client still sends for up to a second, then close.
+
+    Closing with unread input makes the kernel send a reset, which can destroy the close frame
+    we just wrote before the client reads it; draining first lets the close code arrive.
+    """
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                if not sock.recv(65536):
+                    break
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                break
+    close_socket(sock)
+
+
+async def serve_sync(
+    sock: socket.socket, head: bytes, room_for: Callable[[str], Any], config: SyncConfig
+) -> None:
+    """Run one sync connection to its end and close its socket. `room_for` is `Engine.room`."""
+    try:
+        await _serve_sync(sock, head, room_for, config)
+    finally:
+        await _linger_close(sock)
+
+
+async def _serve_sync(
+    sock: socket.socket, head: bytes, room_for: Callable[[str], Any], config: SyncConfig
+) -> None:
+    ws = WSConnection(ConnectionType.SERVER)
+    try:
+        ws.receive_data(head)
+        request = next((e for e in ws.events() if isinstance(e, Request)), None)
+    except RemoteProtocolError as exc:
+        await _send_all_now(sock, ws.send(exc.event_hint) if exc.event_hint else b"", 2)
+        return
+    if request is None:
+        return
+    target = urlsplit(request.target)
+    notebook_id = target.path.split("/")[4]
+    query = {k: v[-1] for k, v in parse_qs(target.query).items()}
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if not await _send_all_now(sock, ws.send(AcceptConnection()), config.handshake_timeout):
+        return
+
+    async def refuse(close: int, code: str, message: str) -> None:
+        await _send_all_now(sock, _error_frame(code, message) + wsframe.close_frame(close, message), 2)
+
+    try:
+        claims = verify_token(config.secret, query.get("token", ""), now=time.time())
+    except TokenError as exc:
+        await refuse(4401, exc.code, exc.message)
+        return
+    if not NOTEBOOK_ID_RE.match(notebook_id) or claims.notebook != notebook_id:
+        await refuse(4403, "wrong_notebook", "this token is for another notebook")
+        return
+    client = query.get("client") or secrets.token_urlsafe(12)
+    since_text = query.get("since")
+    if not CLIENT_ID_RE.match(client) or (since_text is not None and not since_text.isdigit()):
+        await refuse(4400, "invalid_query", "client must match [A-Za-z0-9_-]{1,64} and since be a version")
+        return
+    since = int(since_text) if since_text is not None else None
+    try:
+        room: Room = await room_for(notebook_id)
+    except NotFound as exc:
+        await refuse(4404, "notebook_gone", exc.message)
+        return
+    except EngineError as exc:
+        await refuse(1011, exc.code, exc.message)
+        return
+
+    peer = Peer(sock, config.fanout)
+    member = Member(peer=peer, role=claims.role, client=client, user=dict(claims.user))
+    peer.on_close = lambda _peer: room.detach(member)
+    try:
+        with peer.cancel_scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_writer, peer)
+                await room.join(member, since)
+                await _read_loop(ws, sock, peer, member, room, config)
+                peer.close(None, "")
+    except EngineError as exc:
+        peer.send_private(_error_frame(exc.code, exc.message))
+        peer.close(1011, exc.message)
+    finally:
+        room.detach(member)
+
+
+async def _writer(peer: Peer) -> None:
+    try:
+        await peer.writer()
+    except PeerClosed:
+        pass
+
+
+async def _read_loop(
+    ws: WSConnection, sock: socket.socket, peer: Peer, member: Member, room: Room, config: SyncConfig
+) -> None:
+    bucket = _Bucket(config.rate, config.burst)
+    parts: list[str] = []
+    size = 0
+    limit = config.limits.max_message_bytes
+    while not peer.closed:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError:
+            return
+        if not data:
+            return
+        try:
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, TextMessage):
+                    parts.append(event.data)
+                    size += len(event.data)  # code points <= bytes: a cheap early bound
+                    if size > limit:
+                        _fail(peer, 4413, "message_too_large", f"a message may be at most {limit} bytes")
+                        return
+                    if not event.message_finished:
+                        continue
+                    text = parts[0] if len(parts) == 1 else "".join(parts)
+                    parts.clear()
+                    size = 0
+                    delay = bucket.take()
+                    if delay:
+                        await trio.sleep(delay)  # back-pressure: a flooding client is read slower
+                    await _handle(text, peer, member, room, config)
+                    if peer.closed:
+                        return
+                elif isinstance(event, BytesMessage):
+                    _fail(peer, 4400, "binary_frame", "only text frames are part of the protocol")
+                    return
+                elif isinstance(event, Ping):
+                    peer.send_private(ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    try:
+                        peer.send_private(ws.send(event.response()))
+                    except Exception:
+                        pass
+                    return
+                elif isinstance(event, RejectConnection):
+                    return
+        except RemoteProtocolError as exc:
+            _fail(peer, 1002, "websocket_protocol_error", str(exc))
+            return
+
+
+def _fail(peer: Peer, close: int, code: str, message: str) -> None:
+    peer.send_private(_error_frame(code, message))
+    peer.close(close, message)
+
+
+async def _handle(text: str, peer: Peer, member: Member, room: Room, config: SyncConfig) -> None:
+    try:
+        message = decode_client(text, config.limits)
+    except ProtocolError as exc:
+        if exc.close_code is None and exc.seq is not None:
+            peer.send_private(
+                wsframe.text_frame(
+                    orjson.dumps({"type": "reject", "seq": exc.seq, "error": {"code": exc.code, "message": exc.message}})
+                )
+            )
+        else:
+            _fail(peer, exc.close_code or 4400, exc.code, exc.message)
+        return
+    if isinstance(message, PingMessage):
+        peer.send_private(PONG)
+    elif member.role != "editor":
+        _fail(peer, 4403, "forbidden", "viewers may only send ping")
+    elif isinstance(message, OpMessage):
+        await room.submit(member, message.seq, message.base, message.op)
+    elif isinstance(message, PresenceMessage):
+        room.set_cursor(member, message.cursor)
+    elif isinstance(message, ExecuteMessage | InterruptMessage):
+        peer.send_private(_error_frame("kernels_unavailable", "this server does not run kernels yet"))

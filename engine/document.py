@@ -1,0 +1,139 @@
+"""The authoritative in-memory notebook of one room: head document, history window, dedupe table.
+
+`Document.submit` is the whole server-side OT step of contract §5/§8, as a pure synchronous
+function of its inputs: dedupe by `(client, seq)`, check the base, transform the op against every
+committed op after its base one at a time, apply, commit. It does no I/O: the room makes the
+committed records durable before anyone sees them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from engine.ot.components import OpError, apply_op, referenced_cells, transform_op
+from engine.ot.model import Notebook
+from engine.records import CommittedOp, Component
+
+# Client ids the server itself commits under. `~` is outside the client-id alphabet, so no
+# WebSocket client can ever claim one of these and collide in the dedupe table.
+API_CLIENT = "~api"
+KERNEL_CLIENT = "~kernel"
+
+
+class Rejected(Exception):
+    """An op the document will not commit; the client must resync. `code` is snake_case."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A resubmit of an op committed earlier at version `v`: acknowledge, change nothing."""
+
+    v: int
+
+
+class Document:
+    """Head state plus the retained window of committed ops.
+
+    `window` bounds both the transform window (how old a base may be) and the resume window
+    (how far back `since` works); it must be at least 1,000 (contract §8).
+    """
+
+    def __init__(self, notebook: Notebook, version: int, tail: list[CommittedOp], window: int = 2000) -> None:
+        if tail and tail[-1].v != version:
+            raise ValueError("the tail must end at the head version")
+        self.notebook = notebook
+        self.version = version
+        self.window = window
+        self.history: deque[CommittedOp] = deque()
+        # client -> {seq: v} for every op in `history`; client -> highest seq ever seen here.
+        self._seen: dict[str, dict[int, int]] = {}
+        self._last_seq: dict[str, int] = {}
+        for record in tail[-window:]:
+            self._remember(record)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def oldest_base(self) -> int:
+        """The oldest base (and `since`) the window can still serve."""
+        return self.history[0].v - 1 if self.history else self.version
+
+    def ops_since(self, since: int) -> list[CommittedOp] | None:
+        """Committed ops with `v > since` from the window, or None when `since` is outside it."""
+        if since < self.oldest_base or since > self.version:
+            return None
+        if since == self.version:
+            return []
+        start = since - self.oldest_base
+        return [self.history[i] for i in range(start, len(self.history))]
+
+    def next_seq(self, client: str) -> int:
+        """The seq a server-side client should use next."""
+        return self._last_seq.get(client, 0) + 1
+
+    # -- the OT step -----------------------------------------------------------------------
+
+    def submit(
+        self, op: list[Component], base: int, client: str, seq: int, user: str, now_ms: int
+    ) -> CommittedOp | Duplicate:
+        """Commit `op` made against version `base`, or return `Duplicate` for a resubmit.
+
+        Raises `Rejected` (and changes nothing) for a bad seq, a base outside the window, an op
+        naming cells its author could not have seen at `base`, or an op invalid at head.
+        """
+        last = self._last_seq.get(client)
+        if last is not None and seq <= last:
+            v = self._seen.get(client, {}).get(seq)
+            if v is None:
+                raise Rejected("base_too_old", f"op {client}/{seq} is older than the server's window; resync")
+            return Duplicate(v)
+        if last is not None and seq != last + 1:
+            raise Rejected("bad_seq", f"expected seq {last + 1} for client {client}, got {seq}")
+        if base > self.version:
+            raise Rejected("bad_base", f"base {base} is ahead of the head version {self.version}")
+        if base < self.oldest_base:
+            raise Rejected(
+                "base_too_old", f"base {base} is older than the transform window (oldest {self.oldest_base})"
+            )
+        cells = self.notebook.cells
+        for cell_id in referenced_cells(op):
+            cell = cells.get(cell_id)
+            if cell is None or cell.created > base:
+                raise Rejected("unknown_cell", f"cell {cell_id!r} does not exist at version {base}")
+        for i in range(base - self.oldest_base, len(self.history)):
+            op = transform_op(op, self.history[i].op, op_first=False)
+        try:
+            notebook = apply_op(self.notebook, op, self.version + 1)
+        except OpError as exc:
+            raise Rejected(exc.code, exc.message) from None
+        record = CommittedOp(v=self.version + 1, client=client, seq=seq, user=user, time=now_ms, op=op)
+        self.notebook = notebook
+        self.version = record.v
+        self._remember(record)
+        return record
+
+    def commit_local(self, op: list[Component], client: str, user: str, now_ms: int) -> CommittedOp:
+        """Commit a server-made op at head (HTTP replace/revert, kernel output). Raises `Rejected`."""
+        result = self.submit(op, self.version, client, self.next_seq(client), user, now_ms)
+        assert isinstance(result, CommittedOp)
+        return result
+
+    def _remember(self, record: CommittedOp) -> None:
+        self.history.append(record)
+        self._seen.setdefault(record.client, {})[record.seq] = record.v
+        if record.seq > self._last_seq.get(record.client, 0):
+            self._last_seq[record.client] = record.seq
+        while len(self.history) > self.window:
+            old = self.history.popleft()
+            seqs = self._seen.get(old.client)
+            if seqs is not None:
+                seqs.pop(old.seq, None)
+                if not seqs:
+                    del self._seen[old.client]
+        self.version = record.v

@@ -1,0 +1,212 @@
+"""The engine's public face: what the HTTP API, the sync endpoint and the CLI call.
+
+One instance per process. Every method is safe to call from any trio task and raises only
+`engine.errors` exceptions for expected failures (not found, conflict, invalid, unavailable).
+Everything that changes a notebook goes through its room, so HTTP edits are ordinary ops that
+connected clients see live, and every answer is given only once what it reports is durable.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import trio
+
+from engine.diff import diff_notebooks
+from engine.document import API_CLIENT, Document, Rejected
+from engine.errors import Conflict, Invalid, NotFound
+from engine.ot.model import Notebook
+from engine.records import CommittedOp
+from engine.registry import Registry
+from engine.room import Room, RoomConfig
+from engine.storage.base import NotebookExists, NotebookInfo, NotebookNotFound, Storage
+
+
+@dataclass(slots=True)
+class Connections:
+    viewers: int
+    editors: int
+
+
+@dataclass(slots=True)
+class EditorSession:
+    client: str
+    user: dict[str, Any]  # {"id","name","color"?}
+    cursor: dict[str, Any] | None  # {"cell","anchor","head"} or None
+
+
+@dataclass(slots=True)
+class Sessions:
+    viewers: int
+    editors: list[EditorSession]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def fresh_copy(notebook: Notebook) -> Notebook:
+    """A version-0 document with `notebook`'s live cells: no tombstones, no run state."""
+    cells = {
+        cid: replace(cell, created=0, exec_state=None)
+        for cid, cell in notebook.cells.items()
+        if not cell.deleted
+    }
+    displays = {
+        did: frozenset(c for c in ids if c in cells) for did, ids in notebook.displays.items()
+    }
+    return Notebook(
+        metadata=dict(notebook.metadata),
+        cells=cells,
+        displays={did: ids for did, ids in displays.items() if ids},
+    )
+
+
+class Engine:
+    """Notebooks, their rooms and their storage. Run `run` in a nursery before use."""
+
+    def __init__(self, storage: Storage, config: RoomConfig | None = None) -> None:
+        self.storage = storage
+        self.config = config or RoomConfig()
+        self.registry = Registry(storage, self.config)
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; on the way out every room is flushed and closed."""
+        await self.registry.run(task_status=task_status)
+
+    async def room(self, notebook_id: str) -> Room:
+        """The notebook's room, opened if needed. `NotFound`, `Unavailable`."""
+        return await self.registry.get(notebook_id)
+
+    # -- notebooks -------------------------------------------------------------------------
+
+    async def create_notebook(self, notebook_id: str | None, name: str | None, notebook: Notebook) -> NotebookInfo:
+        """Create at version 0. Generates a url-safe id when None. `Conflict` if the id exists."""
+        now = _now_ms()
+        for _ in range(5):
+            nid = notebook_id or secrets.token_urlsafe(12)
+            info = NotebookInfo(id=nid, name=name or nid, created=now, updated=now, version=0)
+            try:
+                await self.storage.create(info, notebook)
+                return info
+            except NotebookExists:
+                if notebook_id is not None:
+                    raise Conflict(f"notebook {nid!r} already exists", code="notebook_exists") from None
+        raise Conflict("could not allocate a notebook id", code="notebook_exists")
+
+    async def list_notebooks(self, after: str | None, limit: int) -> list[NotebookInfo]:
+        """Notebooks with id > after, in id order, at most limit (live versions for open ones)."""
+        items = await self.storage.list(after, limit)
+        return [self._live_info(info) for info in items]
+
+    def _live_info(self, info: NotebookInfo) -> NotebookInfo:
+        room = self.registry.get_open(info.id)
+        return room.info if room is not None else info
+
+    async def info(self, notebook_id: str) -> NotebookInfo:
+        """Summary (head version, name, created, updated). `NotFound`."""
+        room = self.registry.get_open(notebook_id)
+        if room is not None:
+            return room.info
+        try:
+            return await self.storage.info(notebook_id)
+        except NotebookNotFound:
+            raise NotFound(f"notebook {notebook_id!r} does not exist", code="notebook_not_found") from None
+
+    def connections(self, notebook_id: str) -> Connections:
+        """Live connection counts by role (0/0 when the notebook is not open)."""
+        room = self.registry.get_open(notebook_id)
+        viewers, editors = room.counts() if room is not None else (0, 0)
+        return Connections(viewers=viewers, editors=editors)
+
+    async def content(self, notebook_id: str, version: int | None = None) -> tuple[Notebook, int]:
+        """The document at head (version None) or at a past version, with that version.
+        `NotFound` for a missing notebook or a version outside 0..head."""
+        room = await self.registry.get(notebook_id)
+        notebook, head = await room.call(lambda doc: (doc.notebook, doc.version))
+        if version is None or version == head:
+            return notebook, head
+        if version < 0 or version > head:
+            raise NotFound(f"version {version} does not exist (head is {head})", code="version_not_found")
+        return await room.store.load_version(version), version
+
+    async def _commit_diff(self, notebook_id: str, target: Notebook, base_version: int | None, user: str) -> NotebookInfo:
+        room = await self.registry.get(notebook_id)
+
+        def apply(doc: Document) -> None:
+            if base_version is not None and base_version != doc.version:
+                raise Conflict(
+                    f"base_version {base_version} is stale: the head is {doc.version}", code="version_conflict"
+                )
+            op = diff_notebooks(doc.notebook, target)
+            if op:
+                try:
+                    doc.commit_local(op, API_CLIENT, user, _now_ms())
+                except Rejected as exc:
+                    raise Invalid(exc.message, code=exc.code) from None
+
+        await room.call(apply)
+        return room.info
+
+    async def replace_content(
+        self, notebook_id: str, notebook: Notebook, base_version: int | None, user: str
+    ) -> NotebookInfo:
+        """Make head's visible cells equal `notebook`'s by ordinary ops (connected clients see
+        them live). `Conflict` when base_version is given and is not head."""
+        return await self._commit_diff(notebook_id, notebook, base_version, user)
+
+    async def revert(self, notebook_id: str, version: int, user: str) -> NotebookInfo:
+        """New ops that make head's visible cells equal version's. `NotFound` for a bad version."""
+        target, _ = await self.content(notebook_id, version)
+        return await self._commit_diff(notebook_id, target, None, user)
+
+    async def delete_notebook(self, notebook_id: str) -> None:
+        """Delete; connected clients are closed with 4404. `NotFound`."""
+        self.registry.deleting.add(notebook_id)
+        try:
+            room = self.registry.rooms.get(notebook_id)
+            if room is not None:
+                room.deleted = True
+                room.stop(4404, "the notebook was deleted")
+                await room.closed.wait()
+            try:
+                await self.storage.delete(notebook_id)
+            except NotebookNotFound:
+                raise NotFound(f"notebook {notebook_id!r} does not exist", code="notebook_not_found") from None
+        finally:
+            self.registry.deleting.discard(notebook_id)
+
+    async def copy_notebook(self, source_id: str, target_id: str | None, name: str | None) -> NotebookInfo:
+        """New notebook whose version-0 content is source's head content. `NotFound`, `Conflict`."""
+        source = await self.info(source_id)
+        notebook, _ = await self.content(source_id)
+        return await self.create_notebook(target_id, name or source.name, fresh_copy(notebook))
+
+    async def history(self, notebook_id: str, since: int, limit: int) -> list[CommittedOp]:
+        """Committed ops with v > since, oldest first, at most limit."""
+        room = await self.registry.get(notebook_id)
+        recent = await room.call(lambda doc: doc.ops_since(max(since, 0)))
+        if recent is not None:
+            return recent[:limit]
+        return await room.store.history(since, limit)
+
+    def sessions(self, notebook_id: str) -> Sessions:
+        """Who is connected now."""
+        room = self.registry.get_open(notebook_id)
+        if room is None:
+            return Sessions(viewers=0, editors=[])
+        return Sessions(
+            viewers=room.presence.viewers,
+            editors=[EditorSession(e.client, e.user, e.cursor) for e in room.presence.editors.values()],
+        )
+
+    async def kick(self, notebook_id: str, user_id: str) -> int:
+        """Close that user's connections to the notebook with 4403; returns how many."""
+        await self.info(notebook_id)
+        room = self.registry.get_open(notebook_id)
+        if room is None:
+            return 0
+        return room.close_members(4403, "disconnected by the platform", lambda m: str(m.user.get("id")) == user_id)

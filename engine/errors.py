@@ -1,0 +1,44 @@
+"""Errors the engine raises to its callers (HTTP layer, WebSocket layer).
+
+Each carries a snake_case `code`, a human `message` and the HTTP status it maps to, so the edges
+can turn any of them into the contract's error shape without a lookup table of their own.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class: an expected failure with a code, a message and an HTTP status."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class NotFound(EngineError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(EngineError):
+    status = 409
+    code = "conflict"
+
+
+class Invalid(EngineError):
+    """A notebook, op or field that is well-formed JSON but not acceptable (HTTP 422)."""
+
+    status = 422
+    code = "invalid"
+
+
+class Unavailable(EngineError):
+    """The notebook cannot take writes now (for example its disk failed). HTTP 503."""
+
+    status = 503
+    code = "unavailable"

@@ -1,0 +1,149 @@
+"""The one public port: read each connection's request head, then route it.
+
+The sync WebSocket (`GET /api/v1/notebooks/{id}/ws`) is served on the raw non-blocking socket
+by `engine.connection` (encode once, one non-blocking write per frame per viewer). Everything
+else (the HTTP API, the embed page) is handed, with the bytes already read, to hypercorn's
+trio connection handler running the Quart app. One port, one process, one nursery.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import re
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+log = logging.getLogger("agora.listener")
+
+SYNC_PATH = re.compile(rb"^GET /api/v1/notebooks/([^/?# ]+)/ws(?:\?[^ ]*)? HTTP/1\.1\r\n", re.IGNORECASE)
+MAX_HEAD = 16 * 1024
+HEAD_TIMEOUT = 10.0
+
+SyncHandler = Callable[[socket.socket, bytes], Awaitable[None]]
+HttpHandler = Callable[[trio.abc.Stream], Awaitable[None]]
+
+
+class PrefixedStream(trio.abc.HalfCloseableStream):
+    """A socket stream that first returns bytes already read from it (the request head)."""
+
+    def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
+        self.transport = stream
+        self.socket = stream.socket
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self.transport.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.transport.send_eof()
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    def setsockopt(self, *args: Any) -> None:
+        self.transport.setsockopt(*args)
+
+
+def close_socket(sock: socket.socket) -> None:
+    """Close a socket trio may be waiting on (tell trio first)."""
+    try:
+        trio.lowlevel.notify_closing(sock)
+    except Exception:
+        pass
+    sock.close()
+
+
+async def read_head(sock: socket.socket) -> bytes | None:
+    """Read until the end of the request head (bounded size and time); None if it never came."""
+    buf = bytearray()
+    with trio.move_on_after(HEAD_TIMEOUT):
+        while b"\r\n\r\n" not in buf:
+            if len(buf) > MAX_HEAD:
+                return None
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return None
+            if not data:
+                return None
+            buf += data
+        return bytes(buf)
+    return None
+
+
+def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A non-blocking listening socket (SO_REUSEADDR; IPv6 when `host` says so)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(
+    sock: socket.socket,
+    on_sync: SyncHandler,
+    on_http: HttpHandler,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept forever on `sock`; each connection runs in this function's nursery."""
+
+    async def handle(conn: socket.socket) -> None:
+        handed_off = False
+        try:
+            head = await read_head(conn)
+            if head is None:
+                return
+            handed_off = True  # from here on the handler owns (and closes) the socket
+            if SYNC_PATH.match(head):
+                await on_sync(conn, head)
+                return
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+            await on_http(PrefixedStream(stream, head))
+        except Exception:  # one connection's bug must never take the listener down
+            log.exception("connection handler failed")
+        finally:
+            if not handed_off:
+                close_socket(conn)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    conn, _ = sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        log.error("accept failed (%s); pausing 100 ms", exc)
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                conn.setblocking(False)
+                if conn.family in (socket.AF_INET, socket.AF_INET6):
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                nursery.start_soon(handle, conn)
+    finally:
+        close_socket(sock)

@@ -1,0 +1,212 @@
+"""Agora's entry point: `agora serve` / `python server.py serve`, and `agora keys …`.
+
+Wires everything into one trio nursery: storage, the engine (rooms), the Quart app on
+hypercorn for HTTP, and the sync WebSocket endpoint, all behind one listening port
+(`engine.listener`). SIGTERM/SIGINT: stop accepting, flush every notebook, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
+
+from api.app import create_app
+from api.keys_cli import run_keys_command
+from engine import listener
+from engine.auth.keys import KeyStore
+from engine.auth.secret import load_or_create_secret
+from engine.connection import SyncConfig, serve_sync
+from engine.engine import Engine
+from engine.errors import Conflict
+from engine.fanout import FanoutLimits
+from engine.ipynb import import_notebook
+from engine.room import RoomConfig
+from engine.storage.files import FileStorage
+
+log = logging.getLogger("agora")
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything `agora serve` can be told, by flag or environment variable."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("./data")
+    api_keys: list[str] = field(default_factory=list)
+    secret: str | None = None
+    public_url: str = ""
+    coalesce_ms: float = 20.0
+    idle_timeout: float = 60.0
+    window: int = 2000
+    dev: bool = False
+
+
+def _env_list(name: str) -> list[str]:
+    return [k.strip() for k in os.environ.get(name, "").split(",") if k.strip()]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line of contract §1."""
+    parser = argparse.ArgumentParser(prog="agora", description="Live collaborative Jupyter notebooks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default=os.environ.get("AGORA_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("AGORA_PORT", "8000")))
+    serve.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AGORA_DATA_DIR", "./data")))
+    serve.add_argument("--public-url", default=os.environ.get("AGORA_PUBLIC_URL", ""))
+    serve.add_argument("--coalesce-ms", type=float, default=float(os.environ.get("AGORA_COALESCE_MS", "20")))
+    serve.add_argument("--idle-timeout", type=float, default=float(os.environ.get("AGORA_IDLE_TIMEOUT", "60")))
+    serve.add_argument("--dev", action="store_true", help="print a dev API key and create a demo notebook")
+    keys = sub.add_parser("keys", help="manage API keys stored in the data dir")
+    keys.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AGORA_DATA_DIR", "./data")))
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    create = keys_sub.add_parser("create", help="mint a key, print it once")
+    create.add_argument("--name", required=True)
+    keys_sub.add_parser("list", help="list keys (never the secrets)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id or name")
+    revoke.add_argument("key")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Merge parsed flags with the environment."""
+    return Settings(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        api_keys=_env_list("AGORA_API_KEYS"),
+        secret=os.environ.get("AGORA_SECRET") or None,
+        public_url=args.public_url,
+        coalesce_ms=args.coalesce_ms,
+        idle_timeout=args.idle_timeout,
+        dev=args.dev,
+    )
+
+
+DEMO_NOTEBOOK = {
+    "nbformat": 4,
+    "nbformat_minor": 5,
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "cells": [
+        {"id": "intro", "cell_type": "markdown", "metadata": {}, "source": "# Welcome to Agora\nEdit me live."},
+        {
+            "id": "hello",
+            "cell_type": "code",
+            "metadata": {},
+            "execution_count": None,
+            "outputs": [],
+            "source": "print('hello, seminar')",
+        },
+    ],
+}
+
+
+async def _prepare_dev(settings: Settings, engine: Engine, keys: KeyStore, secret: bytes, base: str) -> None:
+    """`--dev`: a stable dev API key and a demo notebook, printed with how to reach them."""
+    from engine.auth.tokens import mint_token
+
+    key_file = settings.data_dir / "dev-api-key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(24))
+        key_file.chmod(0o600)
+    key = key_file.read_text().strip()
+    keys.add_env_key(key)
+    try:
+        await engine.create_notebook("demo", "Demo notebook", import_notebook(DEMO_NOTEBOOK))
+    except Conflict:
+        pass
+    import time
+
+    token = mint_token(secret, "demo", {"id": "dev", "name": "Developer"}, "editor", int(time.time()) + 86400)
+    ws_base = base.replace("http://", "ws://")
+    print(
+        f"\nAgora dev server on {base}\n"
+        f"  API key (dev):   {key}\n"
+        f"  demo notebook:   {base}/api/v1/notebooks/demo\n"
+        f"  try:             curl -H 'Authorization: Bearer {key}' {base}/api/v1/notebooks/demo/content\n"
+        f"  editor socket:   {ws_base}/api/v1/notebooks/demo/ws?token={token}\n"
+        f"  API docs:        {base}/api/v1/docs   (OpenAPI: {base}/api/v1/openapi.json)\n",
+        flush=True,
+    )
+
+
+async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the whole server until SIGTERM/SIGINT (or cancellation); then flush and return."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    storage = FileStorage(settings.data_dir)
+    room_config = RoomConfig(
+        window=settings.window,
+        coalesce=settings.coalesce_ms / 1000,
+        idle_timeout=settings.idle_timeout,
+        fanout=FanoutLimits(),
+    )
+    engine = Engine(storage, room_config)
+    secret = load_or_create_secret(settings.data_dir, settings.secret)
+    keys = KeyStore(settings.data_dir, settings.api_keys)
+    sock = listener.bind_socket(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    base = settings.public_url or f"http://{settings.host}:{port}"
+    app = create_app(engine, keys=keys, secret=secret, public_url=base)
+    hconfig = HypercornConfig()
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")
+    asgi = wrap_app(app, hconfig.wsgi_max_body_size, None)
+    context = WorkerContext(None)
+    lifespan_state: dict[str, object] = {}
+    lifespan = Lifespan(asgi, hconfig, lifespan_state)
+    sync_config = SyncConfig(secret=secret, fanout=room_config.fanout)
+
+    async def on_http(stream: trio.abc.Stream) -> None:
+        await TCPServer(asgi, hconfig, context, ConnectionState(dict(lifespan_state)), stream)  # type: ignore[arg-type]
+
+    async def on_sync(conn: object, head: bytes) -> None:
+        await serve_sync(conn, head, engine.room, sync_config)  # type: ignore[arg-type]
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            await nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            async with trio.open_nursery() as front:
+                await front.start(listener.serve, sock, on_sync, on_http)
+                if settings.dev:
+                    await _prepare_dev(settings, engine, keys, secret, base)
+                log.info("agora serving on http://%s:%d (data dir %s)", settings.host, port, settings.data_dir)
+                task_status.started(port)
+                async for signum in signals:
+                    log.info("signal %d: flushing notebooks and shutting down", signum)
+                    break
+                await engine.registry.close_all()
+                front.cancel_scope.cancel()
+            await lifespan.wait_for_shutdown()
+            nursery.cancel_scope.cancel()
+    log.info("agora stopped cleanly")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (`agora`)."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "keys":
+        return run_keys_command(args.data_dir, args.action, getattr(args, "name", None), getattr(args, "key", None))
+    trio.run(serve, settings_from(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Shared fixtures: the real server on a free loopback port, HTTP and WebSocket helpers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import settings
+
+from tests.server_process import ServerProcess
+
+settings.register_profile("ci", max_examples=2000, deadline=None)
+settings.register_profile("dev", max_examples=200, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A started server with a fresh data dir; stopped (SIGTERM) afterwards."""
+    proc = ServerProcess(data_dir=tmp_path / "data")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.stop()
+
+
+@pytest.fixture
+async def server(server_process: ServerProcess) -> AsyncIterator[ServerProcess]:
+    """The same server, for async tests (the object has base_url, api_key, data_dir, ws_url)."""
+    yield server_process
+
+
+@pytest.fixture
+async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client with the API key set."""
+    async with httpx.AsyncClient(base_url=server.base_url, headers=server.headers, timeout=30) as client:
+        yield client
