@@ -70,7 +70,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     serve.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AGORA_DATA_DIR", "./data")))
     serve.add_argument("--public-url", default=os.environ.get("AGORA_PUBLIC_URL", ""))
     serve.add_argument("--coalesce-ms", type=float, default=float(os.environ.get("AGORA_COALESCE_MS", "20")))
-    serve.add_argument("--idle-timeout", type=float, default=float(os.environ.get("AGORA_IDLE_TIMEOUT", "60")))
+    serve.add_argument(
+        "--idle-timeout", type=float, default=float(os.environ.get("AGORA_IDLE_TIMEOUT", "60"))
+    )
     serve.add_argument("--dev", action="store_true", help="print a dev API key and create a demo notebook")
     keys = sub.add_parser("keys", help="manage API keys stored in the data dir")
     keys.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AGORA_DATA_DIR", "./data")))
@@ -103,7 +105,12 @@ DEMO_NOTEBOOK = {
     "nbformat_minor": 5,
     "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
     "cells": [
-        {"id": "intro", "cell_type": "markdown", "metadata": {}, "source": "# Welcome to Agora\nEdit me live."},
+        {
+            "id": "intro",
+            "cell_type": "markdown",
+            "metadata": {},
+            "source": "# Welcome to Agora\nEdit me live.",
+        },
         {
             "id": "hello",
             "cell_type": "code",
@@ -186,7 +193,9 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
                 await front.start(listener.serve, sock, on_sync, on_http)
                 if settings.dev:
                     await _prepare_dev(settings, engine, keys, secret, base)
-                log.info("agora serving on http://%s:%d (data dir %s)", settings.host, port, settings.data_dir)
+                log.info(
+                    "agora serving on http://%s:%d (data dir %s)", settings.host, port, settings.data_dir
+                )
                 task_status.started(port)
                 async for signum in signals:
                     log.info("signal %d: flushing notebooks and shutting down", signum)
@@ -203,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "keys":
-        return run_keys_command(args.data_dir, args.action, getattr(args, "name", None), getattr(args, "key", None))
+        return run_keys_command(
+            args.data_dir, args.action, getattr(args, "name", None), getattr(args, "key", None)
+        )
     trio.run(serve, settings_from(args))
     return 0
 

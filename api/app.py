@@ -126,7 +126,7 @@ async def read_body(model: type[M]) -> M:
     `bad_request`; object that does not fit the model → 422 `invalid_field`. Over the size
     limit, reading raises werkzeug's RequestEntityTooLarge → 413.
     """
-    raw = await request.get_data(cache=False)
+    raw = await request.get_data()
     assert isinstance(raw, bytes)
     if not raw.strip():
         data: Any = {}
@@ -307,6 +307,10 @@ def create_app(
 
     @app.before_request
     async def _authenticate() -> None:
+        # Read the whole body (bounded by MAX_CONTENT_LENGTH: 413 beyond) before answering
+        # anything, even a 401/404: a response sent while the client is still sending makes the
+        # server drop the keep-alive connection, and clients that reuse it see a hang or reset.
+        await request.get_data()
         path = request.path
         if not (path == API or path.startswith(API + "/")) or path in PUBLIC_PATHS:
             return

@@ -12,7 +12,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -61,7 +61,7 @@ class SyncConfig:
 
     secret: bytes
     limits: Limits = DEFAULT_LIMITS
-    fanout: FanoutLimits = FanoutLimits()
+    fanout: FanoutLimits = field(default_factory=FanoutLimits)
     rate: float = 200.0  # messages per second per connection, sustained
     burst: float = 400.0  # messages a connection may send at once
     handshake_timeout: float = 10.0
@@ -274,7 +274,13 @@ async def _handle(text: str, peer: Peer, member: Member, room: Room, config: Syn
         if exc.close_code is None and exc.seq is not None:
             peer.send_private(
                 wsframe.text_frame(
-                    orjson.dumps({"type": "reject", "seq": exc.seq, "error": {"code": exc.code, "message": exc.message}})
+                    orjson.dumps(
+                        {
+                            "type": "reject",
+                            "seq": exc.seq,
+                            "error": {"code": exc.code, "message": exc.message},
+                        }
+                    )
                 )
             )
         else:

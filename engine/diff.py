@@ -9,6 +9,7 @@ their position keys when their relative order already matches.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from engine.errors import Invalid
@@ -44,18 +45,26 @@ def _positions(head: Notebook, order: list[Cell]) -> dict[str, str]:
     """Position keys for the target order, reusing head's keys wherever the order allows."""
     kept = [head.cells[c.id].pos if c.id in head.cells else None for c in order]
     known = [p for p in kept if p is not None]
-    if all(a < b for a, b in zip(known, known[1:], strict=False)):
-        result: dict[str, str] = {}
-        prev: str | None = None
-        for i, cell in enumerate(order):
-            pos = kept[i]
-            if pos is None:
-                nxt = next((p for p in kept[i + 1 :] if p is not None), None)
-                pos = key_between(prev, nxt)
-            result[cell.id] = pos
-            prev = pos
-        return result
+    if all(a < b for a, b in pairwise(known)):
+        try:
+            return _fill_positions(order, kept)
+        except ValueError:
+            pass  # two kept neighbours leave no room between them (client-chosen keys)
     return {c.id: p for c, p in zip(order, keys_between(None, None, len(order)), strict=True)}
+
+
+def _fill_positions(order: list[Cell], kept: list[str | None]) -> dict[str, str]:
+    """Keep every existing key, give new cells keys between their kept neighbours."""
+    result: dict[str, str] = {}
+    prev: str | None = None
+    for i, cell in enumerate(order):
+        pos = kept[i]
+        if pos is None:
+            nxt = next((p for p in kept[i + 1 :] if p is not None), None)
+            pos = key_between(prev, nxt)
+        result[cell.id] = pos
+        prev = pos
+    return result
 
 
 def _metadata_changes(cell_id: str | None, old: dict[str, Any], new: dict[str, Any]) -> list[Component]:
@@ -97,7 +106,11 @@ def diff_notebooks(head: Notebook, target: Notebook) -> list[Component]:
     for cell in order:
         old = head.cells.get(cell.id)
         if old is None:
-            body: dict[str, Any] = {"cell_type": cell.cell_type, "source": cell.source, "metadata": cell.metadata}
+            body: dict[str, Any] = {
+                "cell_type": cell.cell_type,
+                "source": cell.source,
+                "metadata": cell.metadata,
+            }
             if cell.attachments is not None:
                 body["attachments"] = cell.attachments
             op.append({"t": "cell_insert", "id": cell.id, "pos": positions[cell.id], "cell": body})

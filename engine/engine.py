@@ -55,9 +55,7 @@ def fresh_copy(notebook: Notebook) -> Notebook:
         for cid, cell in notebook.cells.items()
         if not cell.deleted
     }
-    displays = {
-        did: frozenset(c for c in ids if c in cells) for did, ids in notebook.displays.items()
-    }
+    displays = {did: frozenset(c for c in ids if c in cells) for did, ids in notebook.displays.items()}
     return Notebook(
         metadata=dict(notebook.metadata),
         cells=cells,
@@ -83,7 +81,9 @@ class Engine:
 
     # -- notebooks -------------------------------------------------------------------------
 
-    async def create_notebook(self, notebook_id: str | None, name: str | None, notebook: Notebook) -> NotebookInfo:
+    async def create_notebook(
+        self, notebook_id: str | None, name: str | None, notebook: Notebook
+    ) -> NotebookInfo:
         """Create at version 0. Generates a url-safe id when None. `Conflict` if the id exists."""
         now = _now_ms()
         for _ in range(5):
@@ -133,13 +133,16 @@ class Engine:
             raise NotFound(f"version {version} does not exist (head is {head})", code="version_not_found")
         return await room.store.load_version(version), version
 
-    async def _commit_diff(self, notebook_id: str, target: Notebook, base_version: int | None, user: str) -> NotebookInfo:
+    async def _commit_diff(
+        self, notebook_id: str, target: Notebook, base_version: int | None, user: str
+    ) -> NotebookInfo:
         room = await self.registry.get(notebook_id)
 
         def apply(doc: Document) -> None:
             if base_version is not None and base_version != doc.version:
                 raise Conflict(
-                    f"base_version {base_version} is stale: the head is {doc.version}", code="version_conflict"
+                    f"base_version {base_version} is stale: the head is {doc.version}",
+                    code="version_conflict",
                 )
             op = diff_notebooks(doc.notebook, target)
             if op:
@@ -175,7 +178,9 @@ class Engine:
             try:
                 await self.storage.delete(notebook_id)
             except NotebookNotFound:
-                raise NotFound(f"notebook {notebook_id!r} does not exist", code="notebook_not_found") from None
+                raise NotFound(
+                    f"notebook {notebook_id!r} does not exist", code="notebook_not_found"
+                ) from None
         finally:
             self.registry.deleting.discard(notebook_id)
 
@@ -209,4 +214,6 @@ class Engine:
         room = self.registry.get_open(notebook_id)
         if room is None:
             return 0
-        return room.close_members(4403, "disconnected by the platform", lambda m: str(m.user.get("id")) == user_id)
+        return room.close_members(
+            4403, "disconnected by the platform", lambda m: str(m.user.get("id")) == user_id
+        )

@@ -6,7 +6,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-CONNECTIONS = Gauge("agora_connections", "Open WebSocket sync connections by role.", ["role"], registry=REGISTRY)
+CONNECTIONS = Gauge(
+    "agora_connections", "Open WebSocket sync connections by role.", ["role"], registry=REGISTRY
+)
 NOTEBOOKS_OPEN = Gauge("agora_notebooks_open", "Notebooks with a live room.", registry=REGISTRY)
 OPS_COMMITTED = Counter("agora_ops_committed_total", "Ops committed (durable).", registry=REGISTRY)
 REJECTS = Counter("agora_rejects_total", "Ops rejected, by code.", ["code"], registry=REGISTRY)
@@ -26,6 +28,9 @@ SLOW_CONSUMER_CUTS = Counter(
     "agora_slow_consumer_cuts_total", "Connections closed with 4408 (too slow).", registry=REGISTRY
 )
 QUEUE_DROPS = Counter(
-    "agora_queue_drops_total", "Messages refused because a bounded queue was full.", ["queue"], registry=REGISTRY
+    "agora_queue_drops_total",
+    "Messages refused because a bounded queue was full.",
+    ["queue"],
+    registry=REGISTRY,
 )
 KERNELS = Gauge("agora_kernels", "Running kernels.", registry=REGISTRY)

@@ -80,6 +80,7 @@ class PresenceBoard:
             "type": "presence",
             "viewers": self.viewers,
             "editors": [
-                {"client": e.client, "user": e.user, "cursor": e.cursor, "v": e.v} for e in self.editors.values()
+                {"client": e.client, "user": e.user, "cursor": e.cursor, "v": e.v}
+                for e in self.editors.values()
             ],
         }

@@ -83,13 +83,17 @@ class Registry:
             raise NotFound(f"notebook {notebook_id!r} does not exist", code="notebook_not_found") from None
         except StorageError as exc:
             log.error("notebook %s cannot be opened: %s", notebook_id, exc.message)
-            raise Unavailable(f"notebook {notebook_id!r} cannot be opened: {exc.message}", code=exc.code) from None
+            raise Unavailable(
+                f"notebook {notebook_id!r} cannot be opened: {exc.message}", code=exc.code
+            ) from None
         room = Room(notebook_id, info, store, recovered, self.config)
         self.rooms[notebook_id] = room
         await self._nursery.start(self._run_room, room)
         return room
 
-    async def _run_room(self, room: Room, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run_room(
+        self, room: Room, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         try:
             await room.run(task_status=task_status)
         finally:

@@ -92,7 +92,12 @@ class Room:
     """One open notebook. Create with the recovered state, then run `run` in a nursery."""
 
     def __init__(
-        self, notebook_id: str, info: NotebookInfo, store: NotebookStore, recovered: Recovered, config: RoomConfig
+        self,
+        notebook_id: str,
+        info: NotebookInfo,
+        store: NotebookStore,
+        recovered: Recovered,
+        config: RoomConfig,
     ) -> None:
         self.id = notebook_id
         self.info = info
@@ -158,7 +163,9 @@ class Room:
         self.presence.set_cursor(id(member), cursor, self.doc.version)
         self._poke()
 
-    def close_members(self, code: int, reason: str, predicate: Callable[[Member], bool] = lambda m: True) -> int:
+    def close_members(
+        self, code: int, reason: str, predicate: Callable[[Member], bool] = lambda m: True
+    ) -> int:
         """Send an error and close every matching member with `code`; returns how many."""
         victims = [m for m in self.members.values() if predicate(m)]
         for member in victims:
@@ -247,7 +254,9 @@ class Room:
 
     async def _send(self, item: _Submit | _Join | _Call) -> None:
         if self.failure is not None:
-            raise Unavailable(f"notebook {self.id} cannot take writes: {self.failure.message}", code="storage_failed")
+            raise Unavailable(
+                f"notebook {self.id} cannot take writes: {self.failure.message}", code="storage_failed"
+            )
         try:
             await self._inbox_send.send(item)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -270,7 +279,10 @@ class Room:
                     item.error = exc
                 after_durable.append(item.done.set)
         if self.doc.version > before:
-            records = [self.doc.history[i] for i in range(len(self.doc.history) - (self.doc.version - before), len(self.doc.history))]
+            records = [
+                self.doc.history[i]
+                for i in range(len(self.doc.history) - (self.doc.version - before), len(self.doc.history))
+            ]
             try:
                 await self.store.append(records)
             except StorageError as exc:
@@ -289,16 +301,22 @@ class Room:
             release()
 
     def _apply_submit(self, item: _Submit, now_ms: int, after_durable: list[Callable[[], None]]) -> None:
-        member = item.member
-        if member.peer.closed:
-            return  # its connection is gone; the client resubmits after reconnecting
+        member = item.member  # committed even if its connection closed meanwhile: it was received
         try:
-            result = self.doc.submit(item.op, item.base, member.client, item.seq, str(member.user["id"]), now_ms)
+            result = self.doc.submit(
+                item.op, item.base, member.client, item.seq, str(member.user["id"]), now_ms
+            )
         except Rejected as exc:
             metrics.REJECTS.labels(exc.code).inc()
             member.peer.send_private(
                 wsframe.text_frame(
-                    _json({"type": "reject", "seq": item.seq, "error": {"code": exc.code, "message": exc.message}})
+                    _json(
+                        {
+                            "type": "reject",
+                            "seq": item.seq,
+                            "error": {"code": exc.code, "message": exc.message},
+                        }
+                    )
                 )
             )
             return
@@ -313,7 +331,9 @@ class Room:
         self._unframed.clear()
         for item in batch:
             if isinstance(item, _Call):
-                item.error = Unavailable(f"the notebook's storage failed: {exc.message}", code="storage_failed")
+                item.error = Unavailable(
+                    f"the notebook's storage failed: {exc.message}", code="storage_failed"
+                )
                 item.done.set()
         self._close_code, self._close_reason = 1011, "storage failed; reconnect later"
 
@@ -351,8 +371,14 @@ class Room:
             if member.peer.closed:
                 continue
             head = (
-                b'{"type":"welcome","client":' + _json(member.client) + b',"role":' + _json(member.role)
-                + b',"user":' + _json(member.user) + b',"version":' + str(version).encode()
+                b'{"type":"welcome","client":'
+                + _json(member.client)
+                + b',"role":'
+                + _json(member.role)
+                + b',"user":'
+                + _json(member.user)
+                + b',"version":'
+                + str(version).encode()
             )
             resumed = self.doc.ops_since(join.since) if join.since is not None else None
             if resumed is not None:

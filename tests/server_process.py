@@ -61,7 +61,7 @@ class ServerProcess:
         )
         env.update(self.extra_env)
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.log_path, "ab")  # closed with the process
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "server.py"), "serve", "--port", str(self.port), *self.extra_args],
             cwd=ROOT,

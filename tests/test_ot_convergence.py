@@ -168,7 +168,7 @@ class Client:
         if self.inflight is not None:
             mine = self.inflight["op"]
             self.inflight["op"] = transform_op(mine, s, op_first=False)
-            s = transform_op(s, mine, op_first=False)
+            s = transform_op(s, mine, op_first=True)
         pending = []
         for p in self.pending:
             pending.append(transform_op(p, s, op_first=False))

@@ -39,12 +39,16 @@ class SyncClient:
     def connect(cls, url: str) -> _Connect:
         return _Connect(url)
 
-    async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
-        """The next message (any type), raw."""
+    async def recv(self, timeout: float = 10.0, *, presence: bool = False) -> dict[str, Any]:
+        """The next message; presence frames (which come on their own clock) are skipped
+        unless `presence` is True."""
         with trio.fail_after(timeout):
-            text = await self.ws.get_message()
-        self.raw_frames.append(text)
-        return orjson.loads(text)  # type: ignore[no-any-return]
+            while True:
+                text = await self.ws.get_message()
+                self.raw_frames.append(text)
+                message: dict[str, Any] = orjson.loads(text)
+                if presence or message["type"] != "presence":
+                    return message
 
     async def send(self, message: dict[str, Any] | str | bytes) -> None:
         """Send a message (dicts are JSON-encoded; strings/bytes go as they are)."""
@@ -73,7 +77,8 @@ class SyncClient:
         self.seq += 1
         if self.inflight is None:
             self.inflight = (self.seq, op)
-            await self.send({"type": "op", "seq": self.seq, "base": self.version, "op": op})
+            with trio.CancelScope(shield=True):
+                    await self.send({"type": "op", "seq": self.seq, "base": self.version, "op": op})
         else:
             self.pending.append((self.seq, op))
         return self.seq
@@ -107,11 +112,12 @@ class SyncClient:
 
     async def pump(self, timeout: float = 10.0) -> dict[str, Any]:
         """Receive one message; apply ops frames to the replica; returns the message."""
-        message = await self.recv(timeout)
+        message = await self.recv(timeout, presence=True)
         if message["type"] == "ops":
             for entry in message["ops"]:
                 self._incoming(entry)
-            await self._send_next()
+            with trio.CancelScope(shield=True):  # a cancelled pump must not lose a marked-inflight op
+                await self._send_next()
         else:
             self.received.append(message)
         return message
