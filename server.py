@@ -35,6 +35,7 @@ from engine.errors import Conflict
 from engine.fanout import FanoutLimits
 from engine.ipynb import import_notebook
 from engine.room import RoomConfig
+from engine.storage.disk import UnsafeNoSyncDisk
 from engine.storage.files import FileStorage
 
 log = logging.getLogger("agora")
@@ -53,6 +54,7 @@ class Settings:
     coalesce_ms: float = 20.0
     idle_timeout: float = 60.0
     window: int = 2000
+    fsync: bool = True
     dev: bool = False
 
 
@@ -74,6 +76,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--idle-timeout", type=float, default=float(os.environ.get("AGORA_IDLE_TIMEOUT", "60"))
     )
     serve.add_argument("--dev", action="store_true", help="print a dev API key and create a demo notebook")
+    serve.add_argument(
+        "--unsafe-no-fsync",
+        action="store_true",
+        default=os.environ.get("AGORA_FSYNC", "1") == "0",
+        help="skip fsync (benchmarks only: acknowledged ops may be lost on power failure)",
+    )
     keys = sub.add_parser("keys", help="manage API keys stored in the data dir")
     keys.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AGORA_DATA_DIR", "./data")))
     keys_sub = keys.add_subparsers(dest="action", required=True)
@@ -96,6 +104,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         public_url=args.public_url,
         coalesce_ms=args.coalesce_ms,
         idle_timeout=args.idle_timeout,
+        fsync=not args.unsafe_no_fsync,
         dev=args.dev,
     )
 
@@ -123,16 +132,20 @@ DEMO_NOTEBOOK = {
 }
 
 
-async def _prepare_dev(settings: Settings, engine: Engine, keys: KeyStore, secret: bytes, base: str) -> None:
-    """`--dev`: a stable dev API key and a demo notebook, printed with how to reach them."""
-    from engine.auth.tokens import mint_token
-
-    key_file = settings.data_dir / "dev-api-key"
+def _dev_key(data_dir: Path) -> str:
+    """The dev API key of `--dev`, kept in the data dir so it survives restarts."""
+    key_file = data_dir / "dev-api-key"
     if not key_file.exists():
         key_file.write_text(secrets.token_urlsafe(24))
         key_file.chmod(0o600)
-    key = key_file.read_text().strip()
-    keys.add_env_key(key)
+    return key_file.read_text().strip()
+
+
+async def _prepare_dev(settings: Settings, engine: Engine, secret: bytes, base: str) -> None:
+    """`--dev`: a stable dev API key and a demo notebook, printed with how to reach them."""
+    from engine.auth.tokens import mint_token
+
+    key = _dev_key(settings.data_dir)
     try:
         await engine.create_notebook("demo", "Demo notebook", import_notebook(DEMO_NOTEBOOK))
     except Conflict:
@@ -155,7 +168,11 @@ async def _prepare_dev(settings: Settings, engine: Engine, keys: KeyStore, secre
 async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the whole server until SIGTERM/SIGINT (or cancellation); then flush and return."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    storage = FileStorage(settings.data_dir)
+    storage = FileStorage(settings.data_dir, disk=None if settings.fsync else UnsafeNoSyncDisk())
+    if not settings.fsync:
+        log.warning("fsync is OFF (--unsafe-no-fsync): acknowledged ops may be lost on power failure")
+    if settings.dev:
+        settings.api_keys.append(_dev_key(settings.data_dir))
     room_config = RoomConfig(
         window=settings.window,
         coalesce=settings.coalesce_ms / 1000,
@@ -192,7 +209,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
             async with trio.open_nursery() as front:
                 await front.start(listener.serve, sock, on_sync, on_http)
                 if settings.dev:
-                    await _prepare_dev(settings, engine, keys, secret, base)
+                    await _prepare_dev(settings, engine, secret, base)
                 log.info(
                     "agora serving on http://%s:%d (data dir %s)", settings.host, port, settings.data_dir
                 )

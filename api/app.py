@@ -625,6 +625,9 @@ def _register_error_handlers(app: QuartTrio, max_body_bytes: int) -> None:
         headers: dict[str, str] = {}
         if status == 413:
             message = f"The request body is larger than the limit of {max_body_bytes} bytes."
+            # The rest of the body is never read: the connection cannot be reused, say so (without
+            # this, hypercorn drops it silently and a keep-alive client hangs on its next request).
+            headers["Connection"] = "close"
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             headers["Allow"] = ", ".join(sorted(exc.valid_methods))
         if status >= 500:

@@ -196,7 +196,8 @@ class Engine:
         recent = await room.call(lambda doc: doc.ops_since(max(since, 0)))
         if recent is not None:
             return recent[:limit]
-        return await room.store.history(since, limit)
+        durable = room.info.version  # the log may hold a written but not yet fsync'd batch
+        return [r for r in await room.store.history(since, limit) if r.v <= durable]
 
     def sessions(self, notebook_id: str) -> Sessions:
         """Who is connected now."""

@@ -40,7 +40,7 @@ class RoomConfig:
 
     window: int = 2000  # retained ops: transform window and resume window (>= 1000)
     inbox_size: int = 4096  # bounded: submitters wait (back-pressure) when it is full
-    max_batch: int = 1024  # messages taken per tick
+    max_batch: int = 512  # messages taken per tick (at most `window`)
     coalesce: float = 0.02  # seconds between ops frames while busy (<= 50 frames/s)
     presence_interval: float = 0.1  # seconds between presence frames, only when changed
     idle_timeout: float = 60.0  # close the room after this long without members or calls

@@ -33,7 +33,7 @@ async def api(http: httpx.AsyncClient) -> Client:
 
 def anon(server: ServerProcess, key: str | None = None) -> Client:
     """A client with `key` (or no Authorization header at all)."""
-    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    headers = {"Authorization": f"Bearer {key}".strip()} if key is not None else {}
     return httpx.AsyncClient(base_url=server.base_url, headers=headers, timeout=30)
 
 

@@ -17,14 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,64 +35,9 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-API_KEY = "fuzz-key-0123456789"
+from tests.server_process import ServerProcess  # noqa: E402
+
 EXAMPLES = int(os.environ.get("AGORA_FUZZ_EXAMPLES", "40"))  # per operation and mode
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    """`python server.py serve` on a free loopback port with a temp data dir and one API key."""
-    port = _free_port()
-    env = {**os.environ, "AGORA_API_KEYS": API_KEY}
-    env.pop("AGORA_SECRET", None)
-    log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "server.py"),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "server.log").read_text()[-3000:])
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        text = (tmp_path / "server.log").read_text(errors="replace")
-        assert "Traceback" not in text, text[-5000:]
 
 
 def error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
@@ -115,9 +53,10 @@ def error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     return True
 
 
-def test_schemathesis_fuzz(server: str) -> None:
+def test_schemathesis_fuzz(server_process: ServerProcess) -> None:
+    server = server_process.base_url
     schema = schemathesis.openapi.from_url(f"{server}/api/v1/openapi.json")
-    headers = {"Authorization": f"Bearer {API_KEY}"}
+    headers = server_process.headers
     # A few notebooks so some generated ids hit something.
     for nid in ("0", "a", "A", "_", "-", "nb"):
         httpx.post(f"{server}/api/v1/notebooks", json={"id": nid}, headers=headers)
@@ -166,3 +105,4 @@ def test_schemathesis_fuzz(server: str) -> None:
     assert not failures, "\n\n".join(failures[:10])
     assert not [s for s in statuses if s >= 500]
     assert total >= 10 * len(operations)
+    assert "Traceback" not in server_process.log(), server_process.log()[-5000:]

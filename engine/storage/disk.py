@@ -98,3 +98,17 @@ def cleanup_temp(directory: Path) -> None:
                 (directory / name).unlink()
             except OSError:
                 pass
+
+
+class UnsafeNoSyncDisk(Disk):
+    """A disk whose fsyncs do nothing: for measuring what durability costs, never for data.
+
+    With it an acknowledged op survives a process crash (the kernel has it) but not a power
+    loss. `agora serve --unsafe-no-fsync` selects it; the benchmark compares both.
+    """
+
+    def fsync(self, fd: int) -> None:
+        return None
+
+    def fsync_dir(self, path: Path) -> None:
+        return None
