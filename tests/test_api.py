@@ -118,7 +118,7 @@ async def _check_openapi(client: Client) -> None:
     resp = await client.get("/api/v1/openapi.json")
     assert resp.status_code == 200
     doc = resp.json()
-    validator = pytest.importorskip("openapi_spec_validator")
+    import openapi_spec_validator as validator
     validator.validate(doc)
     paths = doc["paths"]
     expected = {

@@ -21,21 +21,18 @@ from collections import Counter
 from typing import Any
 
 import httpx
-import pytest
-
-schemathesis = pytest.importorskip("schemathesis")
-hypothesis = pytest.importorskip("hypothesis")
-
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+import hypothesis
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
 
-from tests.server_process import ServerProcess  # noqa: E402
+from tests.server_process import ServerProcess
 
 EXAMPLES = int(os.environ.get("AGORA_FUZZ_EXAMPLES", "40"))  # per operation and mode
 

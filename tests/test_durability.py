@@ -68,7 +68,12 @@ async def test_kill9_rounds_lose_no_acknowledged_op(server: ServerProcess, http:
         stop = trio.Event()
         results: list[tuple[str, int, dict[int, str]]] = []
 
-        async def run(i: int, round_no: int = round_no, stop: trio.Event = stop) -> None:
+        async def run(
+            i: int,
+            round_no: int = round_no,
+            stop: trio.Event = stop,
+            results: list[tuple[str, int, dict[int, str]]] = results,
+        ) -> None:
             results.append(await _hammer(server, tok, f"s{i}", f"e{i}", round_no, acked, stop))
 
         async with trio.open_nursery() as nursery:

@@ -25,7 +25,8 @@ async def make_notebook(http: httpx.AsyncClient, notebook_id: str, cells: int = 
         "nbformat_minor": 5,
         "metadata": {},
         "cells": [
-            {"id": f"s{i}", "cell_type": "markdown", "metadata": {}, "source": f"cell {i}"} for i in range(cells)
+            {"id": f"s{i}", "cell_type": "markdown", "metadata": {}, "source": f"cell {i}"}
+            for i in range(cells)
         ],
     }
     r = await http.post("/api/v1/notebooks", json={"id": notebook_id, "notebook": notebook})
@@ -34,7 +35,8 @@ async def make_notebook(http: httpx.AsyncClient, notebook_id: str, cells: int = 
 
 async def token(http: httpx.AsyncClient, notebook_id: str, role: str = "editor", user: str = "u1") -> str:
     r = await http.post(
-        "/api/v1/tokens", json={"notebook": notebook_id, "user": {"id": user, "name": user.upper()}, "role": role}
+        "/api/v1/tokens",
+        json={"notebook": notebook_id, "user": {"id": user, "name": user.upper()}, "role": role},
     )
     assert r.status_code == 201, r.text
     return str(r.json()["token"])
@@ -51,7 +53,9 @@ def sources(client: SyncClient) -> dict[str, str]:
     return {c.id: c.source for c in ordered_cells(client.notebook)}
 
 
-async def test_two_editors_typing_in_one_cell_converge(server: ServerProcess, http: httpx.AsyncClient) -> None:
+async def test_two_editors_typing_in_one_cell_converge(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
     await make_notebook(http, "nb")
     url_a = server.ws_url("nb", await token(http, "nb", user="alice"))
     url_b = server.ws_url("nb", await token(http, "nb", user="bob"))
@@ -154,7 +158,9 @@ async def test_late_joiner_snapshot_matches(server: ServerProcess, http: httpx.A
     assert r.json()["cells"] == export_notebook(late.notebook)["cells"]
 
 
-async def test_resume_with_since_gets_exactly_the_missed_ops(server: ServerProcess, http: httpx.AsyncClient) -> None:
+async def test_resume_with_since_gets_exactly_the_missed_ops(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
     await make_notebook(http, "nb", cells=1)
     url = server.ws_url("nb", await token(http, "nb"))
     async with SyncClient.connect(url) as a:
@@ -167,7 +173,9 @@ async def test_resume_with_since_gets_exactly_the_missed_ops(server: ServerProce
             for i in range(3, 10):
                 await b.submit([{"t": "text", "id": "s0", "ops": [f"{i}"]}])
             await b.sync_until(10)
-        async with SyncClient.connect(server.ws_url("nb", await token(http, "nb"), since=3, client=a.client)) as a2:
+        async with SyncClient.connect(
+            server.ws_url("nb", await token(http, "nb"), since=3, client=a.client)
+        ) as a2:
             welcome = await a2.recv()
             assert welcome["type"] == "welcome" and welcome["version"] == 10 and welcome["client"] == a.client
             assert "notebook" not in welcome
@@ -235,7 +243,9 @@ async def test_stalled_reader_is_cut_while_others_keep_receiving(
         stalled.close()
 
 
-async def test_bad_input_gets_the_right_answer_and_harms_nobody(server: ServerProcess, http: httpx.AsyncClient) -> None:
+async def test_bad_input_gets_the_right_answer_and_harms_nobody(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
     await make_notebook(http, "nb", cells=1)
     url = server.ws_url("nb", await token(http, "nb"))
     cases: list[tuple[str | bytes, int]] = [
@@ -281,7 +291,9 @@ async def test_roles_tokens_and_missing_notebooks(server: ServerProcess, http: h
         await viewer.start()
         await viewer.send({"type": "ping"})
         assert (await viewer.recv())["type"] in ("pong", "presence")
-        await viewer.send({"type": "op", "seq": 1, "base": 0, "op": [{"t": "text", "id": "s0", "ops": ["x"]}]})
+        await viewer.send(
+            {"type": "op", "seq": 1, "base": 0, "op": [{"t": "text", "id": "s0", "ops": ["x"]}]}
+        )
         assert await close_reason(viewer) == 4403
     for url, code in [
         (server.ws_url("nb", "garbage"), 4401),
@@ -316,7 +328,11 @@ async def test_presence_and_kick(server: ServerProcess, http: httpx.AsyncClient)
             while True:
                 presence = await viewer.until("presence")
                 cursors = [e["cursor"] for e in presence["editors"] if e["user"]["id"] == "alice"]
-                if presence["viewers"] == 1 and cursors and cursors[0] == {"cell": "s0", "anchor": 4, "head": 6}:
+                if (
+                    presence["viewers"] == 1
+                    and cursors
+                    and cursors[0] == {"cell": "s0", "anchor": 4, "head": 6}
+                ):
                     break
         assert {e["user"]["id"] for e in presence["editors"]} == {"alice", "bob"}
         r = await http.get("/api/v1/notebooks/nb/sessions")
