@@ -8,6 +8,7 @@ never negotiated (no extensions are offered back), so every viewer gets identica
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import socket
 import time
@@ -30,6 +31,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
+from engine import metrics
 from engine.auth.tokens import TokenError, verify_token
 from engine.errors import EngineError, NotFound
 from engine.fanout import FanoutLimits, Peer, PeerClosed
@@ -52,6 +54,7 @@ from protocol.limits import CLIENT_ID_RE, NOTEBOOK_ID_RE
 log = logging.getLogger("agora.sync")
 
 PONG = wsframe.text_frame(b'{"type":"pong"}')
+_VERSION_RE = re.compile(r"\A[0-9]{1,15}\Z")
 SEND_BUFFER = 64 * 1024  # small, so a stalled reader is noticed in seconds, not minutes
 
 
@@ -170,7 +173,7 @@ async def _serve_sync(
         return
     client = query.get("client") or secrets.token_urlsafe(12)
     since_text = query.get("since")
-    if not CLIENT_ID_RE.match(client) or (since_text is not None and not since_text.isdigit()):
+    if not CLIENT_ID_RE.match(client) or (since_text is not None and not _VERSION_RE.match(since_text)):
         await refuse(4400, "invalid_query", "client must match [A-Za-z0-9_-]{1,64} and since be a version")
         return
     since = int(since_text) if since_text is not None else None
@@ -272,6 +275,7 @@ async def _handle(text: str, peer: Peer, member: Member, room: Room, config: Syn
         message = decode_client(text, config.limits)
     except ProtocolError as exc:
         if exc.close_code is None and exc.seq is not None:
+            metrics.REJECTS.labels(exc.code).inc()
             peer.send_private(
                 wsframe.text_frame(
                     orjson.dumps(

@@ -106,8 +106,20 @@ class Document:
             cell = cells.get(cell_id)
             if cell is None or cell.created > base:
                 raise Rejected("unknown_cell", f"cell {cell_id!r} does not exist at version {base}")
+        others_seen = False
         for i in range(base - self.oldest_base, len(self.history)):
-            op = transform_op(op, self.history[i].op, op_first=False)
+            committed = self.history[i]
+            if committed.client == client:
+                # A pipelined op: the author made `op` on top of its own earlier op, so that op
+                # is already in its context. That holds only while nobody else's op came first.
+                if others_seen:
+                    raise Rejected(
+                        "pipeline_conflict",
+                        f"op {client}/{seq} was pipelined behind an op that raced another editor; resync",
+                    )
+                continue
+            others_seen = True
+            op = transform_op(op, committed.op, op_first=False)
         try:
             notebook = apply_op(self.notebook, op, self.version + 1)
         except OpError as exc:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,12 +19,12 @@ import trio
 
 from engine.diff import diff_notebooks
 from engine.document import API_CLIENT, Document, Rejected
-from engine.errors import Conflict, Invalid, NotFound
+from engine.errors import Conflict, Invalid, NotFound, Unavailable
 from engine.ot.model import Notebook
 from engine.records import CommittedOp
 from engine.registry import Registry
 from engine.room import Room, RoomConfig
-from engine.storage.base import NotebookExists, NotebookInfo, NotebookNotFound, Storage
+from engine.storage.base import NotebookExists, NotebookInfo, NotebookNotFound, Storage, StorageError
 
 
 @dataclass(slots=True)
@@ -46,6 +48,21 @@ class Sessions:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """Turn storage failures into engine errors: a missing version is 404, the rest 503."""
+    try:
+        yield
+    except NotebookExists:
+        raise  # the caller decides (409, or another generated id)
+    except NotebookNotFound as exc:
+        raise NotFound(exc.message, code="notebook_not_found") from None
+    except StorageError as exc:
+        if exc.code == "version_not_found":
+            raise NotFound(exc.message, code="version_not_found") from None
+        raise Unavailable(exc.message, code=exc.code) from None
 
 
 def fresh_copy(notebook: Notebook) -> Notebook:
@@ -90,7 +107,8 @@ class Engine:
             nid = notebook_id or secrets.token_urlsafe(12)
             info = NotebookInfo(id=nid, name=name or nid, created=now, updated=now, version=0)
             try:
-                await self.storage.create(info, notebook)
+                with _storage_errors():
+                    await self.storage.create(info, notebook)
                 return info
             except NotebookExists:
                 if notebook_id is not None:
@@ -99,7 +117,8 @@ class Engine:
 
     async def list_notebooks(self, after: str | None, limit: int) -> list[NotebookInfo]:
         """Notebooks with id > after, in id order, at most limit (live versions for open ones)."""
-        items = await self.storage.list(after, limit)
+        with _storage_errors():
+            items = await self.storage.list(after, limit)
         return [self._live_info(info) for info in items]
 
     def _live_info(self, info: NotebookInfo) -> NotebookInfo:
@@ -111,10 +130,8 @@ class Engine:
         room = self.registry.get_open(notebook_id)
         if room is not None:
             return room.info
-        try:
+        with _storage_errors():
             return await self.storage.info(notebook_id)
-        except NotebookNotFound:
-            raise NotFound(f"notebook {notebook_id!r} does not exist", code="notebook_not_found") from None
 
     def connections(self, notebook_id: str) -> Connections:
         """Live connection counts by role (0/0 when the notebook is not open)."""
@@ -131,7 +148,8 @@ class Engine:
             return notebook, head
         if version < 0 or version > head:
             raise NotFound(f"version {version} does not exist (head is {head})", code="version_not_found")
-        return await room.store.load_version(version), version
+        with _storage_errors():
+            return await room.store.load_version(version), version
 
     async def _commit_diff(
         self, notebook_id: str, target: Notebook, base_version: int | None, user: str
@@ -197,7 +215,8 @@ class Engine:
         if recent is not None:
             return recent[:limit]
         durable = room.info.version  # the log may hold a written but not yet fsync'd batch
-        return [r for r in await room.store.history(since, limit) if r.v <= durable]
+        with _storage_errors():
+            return [r for r in await room.store.history(since, limit) if r.v <= durable]
 
     def sessions(self, notebook_id: str) -> Sessions:
         """Who is connected now."""

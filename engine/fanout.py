@@ -123,23 +123,29 @@ class Peer:
             self.close(None, "")
             return -1
 
-    def offer(self, number: int, frame: bytes) -> None:
-        """A new shared frame `number` exists: write it now if this peer is caught up."""
-        if self.closed:
-            return
-        if self.idle and self.cursor == number:
+    def offer(self, number: int, frame: bytes) -> int:
+        """A new shared frame `number` exists: write it now if this peer is caught up.
+
+        Returns 1 when the frame went (at least partly) straight to the socket, else 0. This
+        runs once per connection per frame: keep it lean.
+        """
+        if self._out is None and not self._private and self.cursor == number and not self.closed:
             self.cursor = number + 1
-            view = memoryview(frame)
-            sent = self._try_send(view)
-            if sent < 0:
-                return
-            metrics.FRAMES_SENT.inc()
+            try:
+                sent = self.sock.send(frame)
+            except _WOULD_BLOCK:
+                sent = 0
+            except OSError:
+                self.close(None, "")
+                return 0
             if sent < len(frame):
-                self._out = view[sent:]
+                self._out = memoryview(frame)[sent:]
                 self._wake.set()
-            return
-        self._check_lag()
-        self._wake.set()
+            return 1
+        if not self.closed:
+            self._check_lag()
+            self._wake.set()
+        return 0
 
     def send_private(self, *chunks: bytes) -> None:
         """Queue bytes for this peer alone (welcome, ack, reject, pong), in order, atomically."""

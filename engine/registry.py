@@ -87,6 +87,7 @@ class Registry:
                 f"notebook {notebook_id!r} cannot be opened: {exc.message}", code=exc.code
             ) from None
         room = Room(notebook_id, info, store, recovered, self.config)
+        room.save_info = self.storage.update_info
         self.rooms[notebook_id] = room
         await self._nursery.start(self._run_room, room)
         return room

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -108,6 +108,7 @@ class Room:
         self.members: dict[int, Member] = {}
         self.presence = PresenceBoard()
         self.frames = FrameLog(config.fanout.retain_frames)
+        self.save_info: Callable[[NotebookInfo], Awaitable[None]] | None = None
         self.stopping = False
         self.deleted = False
         self.closed = trio.Event()
@@ -123,6 +124,7 @@ class Room:
         self._last_activity = trio.current_time()
         self._doc_cache: tuple[int, bytes] | None = None
         self._snapshotting = False
+        self._snapshot_done = trio.Event()
         self._snapshot_version = recovered.version
         self._wait_scope: trio.CancelScope | None = None
         self._close_code = 1001
@@ -222,15 +224,13 @@ class Room:
                 await self._process(batch)
                 if self.failure is not None:
                     return
-            now = trio.current_time()
-            if self._unframed and now >= self._last_frame + self.config.coalesce:
-                self._flush_ops(now)
+            self._flush(trio.current_time())
             if not self._unframed and self._pending_joins:
                 self._serve_joins()
-            if self.presence.dirty and now >= self._last_presence + self.config.presence_interval:
-                self._flush_presence(now)
+            now = trio.current_time()
             if not self._snapshotting and self.store.snapshot_due(self.doc.version):
                 self._snapshotting = True
+                self._snapshot_done = trio.Event()
                 nursery.start_soon(self._snapshot, self.doc.notebook, self.doc.version)
             if not self.members and now >= self._last_activity + self.config.idle_timeout:
                 self.stopping = True
@@ -239,10 +239,12 @@ class Room:
         if self.stopping:
             return -float("inf")
         deadlines = []
+        ops_at = self._last_frame + self.config.coalesce
         if self._unframed:
-            deadlines.append(self._last_frame + self.config.coalesce)
+            deadlines.append(ops_at)
         if self.presence.dirty:
-            deadlines.append(self._last_presence + self.config.presence_interval)
+            presence_at = self._last_presence + self.config.presence_interval
+            deadlines.append(max(presence_at, ops_at) if self._unframed else presence_at)
         if not self.members:
             deadlines.append(self._last_activity + self.config.idle_timeout)
         return min(deadlines) if deadlines else float("inf")
@@ -339,23 +341,39 @@ class Room:
 
     # -- frames ------------------------------------------------------------------------------------
 
-    def _broadcast(self, payload: bytes) -> None:
-        frame = wsframe.text_frame(payload)
-        number = self.frames.append(frame)
+    def _flush(self, now: float) -> None:
+        """Publish what is due: the coalesced ops, the presence frame, or both in one write.
+
+        A presence frame that falls due while ops are waiting for their frame waits for them
+        (at most `coalesce`), so both go out with one syscall per connection.
+        """
+        ops_due = bool(self._unframed) and now >= self._last_frame + self.config.coalesce
+        presence_due = (
+            self.presence.dirty
+            and now >= self._last_presence + self.config.presence_interval
+            and (ops_due or not self._unframed)
+        )
+        frames: list[bytes] = []
+        if presence_due:
+            frames.append(wsframe.text_frame(_json(self.presence.message())))
+            metrics.BROADCAST_FRAMES.labels("presence").inc()
+            self._last_presence = now
+        if ops_due:
+            entries = b",".join(self._encoded[r.v] for r in self._unframed)
+            self._unframed.clear()
+            frames.append(wsframe.text_frame(b'{"type":"ops","ops":[' + entries + b"]}"))
+            metrics.BROADCAST_FRAMES.labels("ops").inc()
+            self._last_frame = now
+        if frames:
+            self._broadcast(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def _broadcast(self, data: bytes) -> None:
+        """Append `data` (one or more complete WebSocket frames) to the log and offer it to all."""
+        number = self.frames.append(data)
+        sent = 0
         for member in list(self.members.values()):
-            member.peer.offer(number, frame)
-
-    def _flush_ops(self, now: float) -> None:
-        entries = b",".join(self._encoded[r.v] for r in self._unframed)
-        self._unframed.clear()
-        self._broadcast(b'{"type":"ops","ops":[' + entries + b"]}")
-        metrics.BROADCAST_FRAMES.labels("ops").inc()
-        self._last_frame = now
-
-    def _flush_presence(self, now: float) -> None:
-        self._broadcast(_json(self.presence.message()))
-        metrics.BROADCAST_FRAMES.labels("presence").inc()
-        self._last_presence = now
+            sent += member.peer.offer(number, data)
+        metrics.FRAMES_SENT.inc(sent)
 
     def _doc_bytes(self) -> bytes:
         """The welcome DOC at head, encoded once per version and shared by every joiner."""
@@ -399,15 +417,19 @@ class Room:
         try:
             await self.store.write_snapshot(notebook, version)
             self._snapshot_version = version
+            if self.save_info is not None:
+                await self.save_info(self.info)  # so summaries of closed notebooks stay close to head
         except StorageError as exc:
             log.warning("notebook %s: snapshot at %d failed: %s", self.id, version, exc.message)
         finally:
             self._snapshotting = False
+            self._snapshot_done.set()
 
     async def _shutdown(self) -> None:
         if self.failure is None:
             if self._unframed:
-                self._flush_ops(trio.current_time())
+                self._last_frame = -float("inf")
+                self._flush(trio.current_time())
         while True:  # answer whatever is still queued: calls fail, joins and ops are refused
             try:
                 item = self._inbox.receive_nowait()
@@ -424,8 +446,10 @@ class Room:
         self.close_members(self._close_code, self._close_reason)
         if self.failure is None:
             with trio.move_on_after(30):
+                if self._snapshotting:  # let a background snapshot finish, then write the last one
+                    await self._snapshot_done.wait()
                 try:
-                    if self.doc.version != self._snapshot_version and not self._snapshotting:
+                    if self.doc.version != self._snapshot_version:
                         await self.store.write_snapshot(self.doc.notebook, self.doc.version)
                 except StorageError as exc:
                     log.warning("notebook %s: final snapshot failed: %s", self.id, exc.message)

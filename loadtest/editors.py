@@ -56,7 +56,9 @@ class Replica:
 
     async def connect(self, client: str | None = None) -> None:
         try:
-            self.sock, rest = await wire.connect(self.cfg["port"], self.cfg["notebook"], self.token, client=client)
+            self.sock, rest = await wire.connect(
+                self.cfg["port"], self.cfg["notebook"], self.token, client=client
+            )
             welcome = None
             frames = self.reader.feed(rest)
             while not frames:
@@ -170,8 +172,16 @@ class SendTable:
 class Editor(Replica):
     """A typing student: Poisson-paced ops with the client-side OT state machine."""
 
-    def __init__(self, name: str, cfg: dict[str, Any], token: str, table: SendTable, own: str,
-                 shared: list[str], seed: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        cfg: dict[str, Any],
+        token: str,
+        table: SendTable,
+        own: str,
+        shared: list[str],
+        seed: int,
+    ) -> None:
         super().__init__(name, "editor", cfg, token)
         self.table = table
         self.own = own
@@ -261,7 +271,9 @@ class Editor(Replica):
         if r < 0.15 and self.shared:
             cell = self.notebook.cells[self.rnd.choice(self.shared)]
             at = self.rnd.randint(0, len(cell.source))
-            return "shared_insert", [{"t": "text", "id": cell.id, "ops": [at, self.word()] if at else [self.word()]}]
+            return "shared_insert", [
+                {"t": "text", "id": cell.id, "ops": [at, self.word()] if at else [self.word()]}
+            ]
         if r < 0.90 or (r < 0.96 and len(own.source) < 8):
             at = self.rnd.randint(0, len(own.source))
             return "insert", [{"t": "text", "id": own.id, "ops": [at, self.word()] if at else [self.word()]}]
@@ -271,7 +283,9 @@ class Editor(Replica):
             return "delete", [{"t": "text", "id": own.id, "ops": [at, {"d": n}] if at else [{"d": n}]}]
         other = self.rnd.random()
         if other < 0.4:
-            return "meta_set", [{"t": "meta_set", "id": own.id, "key": "bench", "value": {"seq": self.seq + 1}}]
+            return "meta_set", [
+                {"t": "meta_set", "id": own.id, "key": "bench", "value": {"seq": self.seq + 1}}
+            ]
         if other < 0.6:
             cells = ordered_cells(self.notebook)
             j = self.rnd.randrange(len(cells) - 1)
@@ -312,8 +326,14 @@ def stats(values: list[float]) -> dict[str, Any]:
     def q(p: float) -> float:
         return round(s[min(len(s) - 1, max(0, math.ceil(p * len(s)) - 1))], 3)
 
-    return {"n": len(s), "p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "max": round(s[-1], 3),
-            "mean": round(sum(s) / len(s), 3)}
+    return {
+        "n": len(s),
+        "p50": q(0.5),
+        "p95": q(0.95),
+        "p99": q(0.99),
+        "max": round(s[-1], 3),
+        "mean": round(sum(s) / len(s), 3),
+    }
 
 
 async def main() -> None:
@@ -321,7 +341,9 @@ async def main() -> None:
     table = SendTable()
     probes = [Probe(f"probe{i}", cfg, tok, table) for i, tok in enumerate(cfg["probe_tokens"])]
     editors = [
-        Editor(f"ed{i}", cfg, tok, table, cfg["own_cells"][i], cfg["shared_cells"], cfg.get("seed", 1) * 1000 + i)
+        Editor(
+            f"ed{i}", cfg, tok, table, cfg["own_cells"][i], cfg["shared_cells"], cfg.get("seed", 1) * 1000 + i
+        )
         for i, tok in enumerate(cfg["editor_tokens"])
     ]
     everyone: list[Replica] = [*probes, *editors]
@@ -351,11 +373,14 @@ async def main() -> None:
                 async with trio.open_nursery() as typing:
                     for e in editors:
                         if e.state == "live":
-                            typing.start_soon(e.type_for, t_go, duration, rate, float(command.get("presence", 0.5)))
+                            typing.start_soon(
+                                e.type_for, t_go, duration, rate, float(command.get("presence", 0.5))
+                            )
                 t_stop = wire.now()
                 with trio.move_on_after(20):  # drain: every op acknowledged
-                    while any(e.state == "live" and not e.broken and not e.settled for e in editors):
-                        await trio.sleep(0.01)
+                    await wire.wait_until(
+                        lambda: all(e.state != "live" or e.broken or e.settled for e in editors), 0.01
+                    )
                 kinds: dict[str, int] = {}
                 for e in editors:
                     for k, n in e.kinds.items():
@@ -374,11 +399,14 @@ async def main() -> None:
             elif cmd == "check":
                 head = int(command["head"])
                 with trio.move_on_after(float(command.get("timeout", 15))):
-                    while any(r.state == "live" and r.version < head for r in everyone):
-                        await trio.sleep(0.02)
+                    await wire.wait_until(
+                        lambda head=head: all(r.state != "live" or r.version >= head for r in everyone)
+                    )
                 expected = [(c["id"], c["cell_type"], c["source"]) for c in command["cells"]]
                 probe_ok = [r.state == "live" and r.version == head and r.cells() == expected for r in probes]
-                editor_ok = [r.state == "live" and r.version == head and r.cells() == expected for r in editors]
+                editor_ok = [
+                    r.state == "live" and r.version == head and r.cells() == expected for r in editors
+                ]
                 sent = len(table.sent)
                 emit(
                     "check",

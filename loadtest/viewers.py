@@ -145,8 +145,9 @@ class RawViewer:
         return -1
 
 
-async def run_viewer(v: RawViewer, cfg: dict[str, Any], token: str, start_at: float,
-                     limiter: trio.CapacityLimiter) -> None:
+async def run_viewer(
+    v: RawViewer, cfg: dict[str, Any], token: str, start_at: float, limiter: trio.CapacityLimiter
+) -> None:
     await trio.sleep(max(0.0, start_at - wire.now()))
     v.state = "connecting"
     async with limiter:
@@ -169,6 +170,11 @@ async def run_viewer(v: RawViewer, cfg: dict[str, Any], token: str, start_at: fl
         v.feed(data)
 
 
+def settled(v: RawViewer) -> bool:
+    """Connected and welcomed, or given up."""
+    return v.state in ("failed", "closed") or (v.state == "live" and v.welcome_time is not None)
+
+
 def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None, "p99": None, "max": None}
@@ -181,9 +187,7 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 
 
 def summary(viewers: list[RawViewer]) -> dict[str, Any]:
-    welcome_ms = [
-        (v.welcome_time - v.connect_start) * 1000 for v in viewers if v.welcome_time is not None
-    ]
+    welcome_ms = [(v.welcome_time - v.connect_start) * 1000 for v in viewers if v.welcome_time is not None]
     errors: dict[str, int] = {}
     for v in viewers:
         if v.error:
@@ -200,7 +204,9 @@ def summary(viewers: list[RawViewer]) -> dict[str, Any]:
         "close_codes": codes,
         "errors": errors,
         "welcomed": len(welcome_ms),
-        "welcome_ms": {k: (round(x, 2) if x is not None else None) for k, x in percentiles(welcome_ms).items()},
+        "welcome_ms": {
+            k: (round(x, 2) if x is not None else None) for k, x in percentiles(welcome_ms).items()
+        },
         "frames": sum(v.frames for v in viewers),
         "bytes": sum(v.nbytes for v in viewers),
     }
@@ -221,22 +227,29 @@ async def main() -> None:
                 spread = float(command.get("spread", 0))
                 rnd = random.Random(cfg.get("seed", 1))
                 t0 = wire.now()
-                starts = sorted(t0 + rnd.uniform(0, spread) for _ in viewers) if spread else [t0] * len(viewers)
+                starts = (
+                    sorted(t0 + rnd.uniform(0, spread) for _ in viewers) if spread else [t0] * len(viewers)
+                )
                 limiter = trio.CapacityLimiter(int(command.get("concurrency", 64)) if not spread else 10**6)
                 for v, token, start in zip(viewers, tokens, starts, strict=True):
                     nursery.start_soon(run_viewer, v, cfg, token, start, limiter)
                 with trio.move_on_after(float(command.get("timeout", 60))):
-                    while any(v.state in ("new", "connecting") or (v.state == "live" and v.welcome_time is None)
-                              for v in viewers):
-                        await trio.sleep(0.01)
-                emit("ready", t_start=t0, t_ready=wire.now(), **summary(viewers))
+                    await wire.wait_until(lambda: all(settled(v) for v in viewers), 0.01)
+                welcome_list = [
+                    round((v.welcome_time - v.connect_start) * 1000, 3)
+                    for v in viewers
+                    if v.welcome_time is not None
+                ]
+                emit("ready", t_start=t0, t_ready=wire.now(), welcome_list=welcome_list, **summary(viewers))
             elif cmd == "stats":
                 emit("stats", t=wire.now(), **summary(viewers))
             elif cmd == "check":
                 head = int(command["head"])
                 with trio.move_on_after(float(command.get("timeout", 15))):
-                    while any(v.state == "live" and v.max_version() < head for v in viewers):
-                        await trio.sleep(0.05)
+                    await wire.wait_until(
+                        lambda head=head: all(v.state != "live" or v.max_version() >= head for v in viewers),
+                        0.05,
+                    )
                 seen = [v.max_version() for v in viewers]
                 emit(
                     "check",

@@ -13,6 +13,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 import trio
@@ -181,3 +182,11 @@ def close_code(payload: bytes) -> int | None:
 def now() -> float:
     """CLOCK_MONOTONIC: system-wide on Linux, so comparable between the load processes."""
     return time.monotonic()
+
+
+async def wait_until(predicate: Callable[[], bool], interval: float = 0.02) -> None:
+    """Poll `predicate` until it holds (callers bound the wait with a cancel scope)."""
+    while True:
+        if predicate():
+            return
+        await trio.sleep(interval)
