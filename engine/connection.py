@@ -274,7 +274,9 @@ async def _handle(text: str, peer: Peer, member: Member, room: Room, config: Syn
     try:
         message = decode_client(text, config.limits)
     except ProtocolError as exc:
-        if exc.close_code is None and exc.seq is not None:
+        if exc.close_code is None and exc.seq is not None and member.role != "editor":
+            _fail(peer, 4403, "forbidden", "viewers may only send ping")
+        elif exc.close_code is None and exc.seq is not None:
             metrics.REJECTS.labels(exc.code).inc()
             peer.send_private(
                 wsframe.text_frame(

@@ -88,6 +88,11 @@ def _json(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+def _retained_json(value: Any) -> bytes:
+    """orjson's result sits in a ~4 KiB allocation whatever its length; copy what we keep."""
+    return bytes(memoryview(orjson.dumps(value)))
+
+
 class Room:
     """One open notebook. Create with the recovered state, then run `run` in a nursery."""
 
@@ -116,7 +121,7 @@ class Room:
         self._inbox_send, self._inbox = trio.open_memory_channel[_Submit | _Join | _Call](config.inbox_size)
         self._encoded: dict[int, bytes] = {}  # v -> encoded `ops` entry, for the retained window
         for record in self.doc.history:
-            self._encoded[record.v] = _json(record.wire())
+            self._encoded[record.v] = _retained_json(record.wire())
         self._unframed: list[CommittedOp] = []
         self._pending_joins: list[_Join] = []
         self._last_frame = -1e9
@@ -292,7 +297,7 @@ class Room:
                 return
             metrics.OPS_COMMITTED.inc(len(records))
             for record in records:
-                self._encoded[record.v] = _json(record.wire())
+                self._encoded[record.v] = _retained_json(record.wire())
                 self.presence.apply(record)
             for v in range(self.doc.oldest_base - len(records), self.doc.oldest_base + 1):
                 self._encoded.pop(v, None)
