@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from api.keys_cli import run_keys_command
 from engine import listener
 from engine.auth.keys import KeyStore
 from engine.auth.secret import load_or_create_secret
+from engine.auth.tokens import mint_token
 from engine.connection import SyncConfig, serve_sync
 from engine.engine import Engine
 from engine.errors import Conflict
@@ -143,15 +145,11 @@ def _dev_key(data_dir: Path) -> str:
 
 async def _prepare_dev(settings: Settings, engine: Engine, secret: bytes, base: str) -> None:
     """`--dev`: a stable dev API key and a demo notebook, printed with how to reach them."""
-    from engine.auth.tokens import mint_token
-
     key = _dev_key(settings.data_dir)
     try:
         await engine.create_notebook("demo", "Demo notebook", import_notebook(DEMO_NOTEBOOK))
     except Conflict:
         pass
-    import time
-
     token = mint_token(secret, "demo", {"id": "dev", "name": "Developer"}, "editor", int(time.time()) + 86400)
     ws_base = base.replace("http://", "ws://")
     print(
@@ -206,10 +204,10 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
             await nursery.start(engine.run)
             await nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
+            if settings.dev:  # before the port answers, so /healthz means the banner is out
+                await _prepare_dev(settings, engine, secret, base)
             async with trio.open_nursery() as front:
                 await front.start(listener.serve, sock, on_sync, on_http)
-                if settings.dev:
-                    await _prepare_dev(settings, engine, secret, base)
                 log.info(
                     "agora serving on http://%s:%d (data dir %s)", settings.host, port, settings.data_dir
                 )

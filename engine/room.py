@@ -43,6 +43,7 @@ class RoomConfig:
     max_batch: int = 512  # messages taken per tick (at most `window`)
     coalesce: float = 0.02  # seconds between ops frames while busy (<= 50 frames/s)
     presence_interval: float = 0.1  # seconds between presence frames, only when changed
+    presence_grace: float = 0.05  # how long a due presence frame waits to ride with an ops frame
     idle_timeout: float = 60.0  # close the room after this long without members or calls
     call_timeout: float = 30.0  # an HTTP call waiting for the room gives up after this
     fanout: FanoutLimits = field(default_factory=FanoutLimits)
@@ -248,8 +249,7 @@ class Room:
         if self._unframed:
             deadlines.append(ops_at)
         if self.presence.dirty:
-            presence_at = self._last_presence + self.config.presence_interval
-            deadlines.append(max(presence_at, ops_at) if self._unframed else presence_at)
+            deadlines.append(self._last_presence + self.config.presence_interval + self.config.presence_grace)
         if not self.members:
             deadlines.append(self._last_activity + self.config.idle_timeout)
         return min(deadlines) if deadlines else float("inf")
@@ -349,14 +349,14 @@ class Room:
     def _flush(self, now: float) -> None:
         """Publish what is due: the coalesced ops, the presence frame, or both in one write.
 
-        A presence frame that falls due while ops are waiting for their frame waits for them
-        (at most `coalesce`), so both go out with one syscall per connection.
+        Presence rides along with an ops frame whenever one goes out after `presence_interval`;
+        it goes alone only if no ops frame came within `presence_grace` after that. In a busy
+        room that saves one write per connection per presence frame.
         """
         ops_due = bool(self._unframed) and now >= self._last_frame + self.config.coalesce
-        presence_due = (
-            self.presence.dirty
-            and now >= self._last_presence + self.config.presence_interval
-            and (ops_due or not self._unframed)
+        presence_at = self._last_presence + self.config.presence_interval
+        presence_due = self.presence.dirty and (
+            (ops_due and now >= presence_at) or now >= presence_at + self.config.presence_grace
         )
         frames: list[bytes] = []
         if presence_due:
