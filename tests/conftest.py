@@ -27,6 +27,8 @@ def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
     finally:
         if proc.proc is not None and proc.proc.poll() is None:
             proc.stop()
+    # Bad input must be answered, never crash a handler: the log holds no traceback.
+    assert "Traceback" not in proc.log(), proc.log()[-4000:]
 
 
 @pytest.fixture

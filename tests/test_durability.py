@@ -13,8 +13,10 @@ import os
 import random
 import re
 import socket
+from pathlib import Path
 
 import httpx
+import orjson
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
@@ -163,3 +165,26 @@ async def test_failing_disk_stops_the_room_and_acknowledges_nothing_more() -> No
         ours.close()
         theirs.close()
         nursery.cancel_scope.cancel()
+
+
+async def test_idle_room_is_flushed_closed_and_reopened(tmp_path: Path) -> None:
+    server = ServerProcess(data_dir=tmp_path / "data", extra_args=["--idle-timeout", "0.5"])
+    server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, headers=server.headers, timeout=30) as http:
+            await make_notebook(http, "nb", cells=1)
+            async with SyncClient.connect(server.ws_url("nb", await token(http, "nb"))) as editor:
+                await editor.start()
+                for i in range(5):
+                    await editor.submit([{"t": "text", "id": "s0", "ops": [f"{i}"]}])
+                await editor.sync_until(5)
+            notebook_dir = server.data_dir / "notebooks" / "nb"
+            with trio.fail_after(10):  # the room closes 0.5 s after its last member left
+                while orjson.loads((notebook_dir / "info.json").read_bytes())["version"] != 5:
+                    await trio.sleep(0.1)
+            assert list((notebook_dir / "snapshots").glob("*.snap")), "closing wrote a snapshot"
+            assert (await http.get("/api/v1/notebooks/nb")).json()["version"] == 5
+            assert (await head_sources(http, "nb"))["s0"] == "43210cell 0"
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.log()
