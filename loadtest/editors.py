@@ -25,7 +25,8 @@ from typing import Any
 import orjson
 import trio
 
-from engine.ot.components import apply_op, transform_op
+from engine.ot.client import ClientDoc
+from engine.ot.components import apply_op
 from engine.ot.model import Notebook, notebook_from_doc, ordered_cells
 from engine.ot.poskeys import key_between
 from loadtest import wire
@@ -187,9 +188,7 @@ class Editor(Replica):
         self.own = own
         self.shared = shared
         self.rnd = random.Random(seed)
-        self.seq = 0
-        self.inflight: tuple[int, list[dict[str, Any]]] | None = None
-        self.pending: list[tuple[int, list[dict[str, Any]]]] = []
+        self.doc: ClientDoc | None = None  # the client OT state machine, once welcomed
         self.lock = trio.Lock()
         self.generated = 0
         self.acked = 0
@@ -200,30 +199,25 @@ class Editor(Replica):
 
     # -- OT client ----------------------------------------------------------------------------
 
+    def client_doc(self) -> ClientDoc:
+        if self.doc is None:
+            assert self.notebook is not None
+            self.doc = ClientDoc(self.notebook, self.version, self.client)
+        return self.doc
+
     def incoming(self, entry: dict[str, Any], t: float) -> None:
-        if entry["v"] != self.version + 1:
-            self.gaps += 1
-        self.version = entry["v"]
+        doc = self.client_doc()
         self.ops_seen += 1
-        if self.inflight is not None and entry["client"] == self.client and entry["seq"] == self.inflight[0]:
-            self.ack_ms.append((t - self.table.sent[(self.client, self.inflight[0])]) * 1000)
-            self.inflight = None
-            self.acked += 1
+        try:
+            acked = doc.receive(entry)
+        except ValueError:
+            self.gaps += 1
+            self.broken = True
             return
-        op = entry["op"]
-        mine = ([self.inflight] if self.inflight else []) + self.pending
-        new_mine = []
-        for seq, pending_op in mine:
-            op_next = transform_op(op, pending_op, op_first=True)
-            pending_op = transform_op(pending_op, op, op_first=False)
-            op = op_next
-            new_mine.append((seq, pending_op))
-        if self.inflight:
-            self.inflight, self.pending = new_mine[0], new_mine[1:]
-        else:
-            self.pending = new_mine
-        assert self.notebook is not None
-        self.notebook = apply_op(self.notebook, op, self.version)
+        self.version, self.notebook = doc.version, doc.notebook
+        if acked:
+            self.ack_ms.append((t - self.table.sent[(self.client, doc.seq - len(doc.pending))]) * 1000)
+            self.acked += 1
 
     def on_problem(self, message: dict[str, Any]) -> None:
         super().on_problem(message)
@@ -232,32 +226,34 @@ class Editor(Replica):
             self.broken = True  # a real client would resync; the bench just stops this editor
 
     async def after_frames(self) -> None:
-        if self.inflight is None and self.pending and not self.broken:
-            self.inflight = self.pending.pop(0)
-            await self.send_op(*self.inflight)
+        if not self.broken:
+            await self.send_op(self.client_doc().next_to_send())
 
-    async def send_op(self, seq: int, op: list[dict[str, Any]]) -> None:
-        data = wire.masked_frame(orjson.dumps({"type": "op", "seq": seq, "base": self.version, "op": op}))
+    async def send_op(self, outgoing: tuple[int, int, list[dict[str, Any]]] | None) -> None:
+        if outgoing is None:
+            return
+        seq, base, op = outgoing
+        data = wire.masked_frame(orjson.dumps({"type": "op", "seq": seq, "base": base, "op": op}))
         async with self.lock:
             assert self.sock is not None
             self.table.sent[(self.client, seq)] = wire.now()
             await wire.send_all(self.sock, data)
 
     async def submit(self, op: list[dict[str, Any]]) -> None:
-        assert self.notebook is not None
-        self.notebook = apply_op(self.notebook, op, self.version + 1)
-        self.seq += 1
+        doc = self.client_doc()
+        outgoing = doc.edit(op)
+        self.notebook = doc.notebook
         self.generated += 1
-        self.table.generated[(self.client, self.seq)] = wire.now()
-        if self.inflight is None:
-            self.inflight = (self.seq, op)
-            await self.send_op(self.seq, op)
-        else:
-            self.pending.append((self.seq, op))
+        self.table.generated[(self.client, doc.seq)] = wire.now()
+        await self.send_op(outgoing)
 
     @property
     def settled(self) -> bool:
-        return self.inflight is None and not self.pending
+        return self.doc is None or self.doc.settled
+
+    @property
+    def seq(self) -> int:
+        return self.doc.seq if self.doc is not None else 0
 
     # -- what a student types -----------------------------------------------------------------
 

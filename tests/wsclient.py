@@ -1,23 +1,19 @@
-"""A small, real sync client for tests: trio-websocket plus the client half of the OT protocol.
+"""A small, real sync client for tests: trio-websocket plus `engine.ot.client.ClientDoc`.
 
-`SyncClient` keeps a local copy of the document exactly like a browser would: it applies
-`ops` frames in order, treats its own op coming back as the ack, and transforms incoming ops
-against its in-flight and pending ops (op_first=True) and those against the incoming ones.
+`SyncClient` keeps a local copy of the document exactly like a browser would (one op in flight,
+pending ops transformed against incoming ones, its own op coming back is the ack).
 """
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import orjson
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from engine.ot.components import apply_op, transform_op
+from engine.ot.client import ClientDoc
 from engine.ot.model import Notebook, notebook_from_doc
-
-_ids = itertools.count(1)
 
 
 class SyncClient:
@@ -26,14 +22,17 @@ class SyncClient:
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
         self.welcome: dict[str, Any] = {}
-        self.notebook: Notebook | None = None
-        self.version = 0
-        self.client = ""
-        self.seq = 0
-        self.inflight: tuple[int, list[dict[str, Any]]] | None = None
-        self.pending: list[tuple[int, list[dict[str, Any]]]] = []
+        self.doc = ClientDoc(Notebook(), 0, "")
         self.received: list[dict[str, Any]] = []  # every non-ops message, in order
         self.raw_frames: list[str] = []
+
+    # The replica's state, as tests read it.
+    notebook = property(lambda self: self.doc.notebook)
+    version = property(lambda self: self.doc.version)
+    client = property(lambda self: self.doc.client)
+    seq = property(lambda self: self.doc.seq)
+    inflight = property(lambda self: self.doc.inflight)
+    pending = property(lambda self: self.doc.pending)
 
     @classmethod
     def connect(cls, url: str) -> _Connect:
@@ -62,62 +61,28 @@ class SyncClient:
         welcome = await self.recv()
         assert welcome["type"] == "welcome", welcome
         self.welcome = welcome
-        self.client = welcome["client"]
-        self.version = welcome["version"]
-        if "notebook" in welcome:
-            self.notebook = notebook_from_doc(welcome["notebook"])
+        notebook = notebook_from_doc(welcome["notebook"]) if "notebook" in welcome else Notebook()
+        self.doc = ClientDoc(notebook, welcome["version"], welcome["client"])
         return welcome
 
-    # -- editing -----------------------------------------------------------------------------
+    async def _send_op(self, outgoing: tuple[int, int, list[dict[str, Any]]] | None) -> None:
+        if outgoing is not None:
+            seq, base, op = outgoing
+            with trio.CancelScope(shield=True):  # a cancelled caller must not lose a marked-inflight op
+                await self.send({"type": "op", "seq": seq, "base": base, "op": op})
 
     async def submit(self, op: list[dict[str, Any]]) -> int:
         """Apply `op` locally and send it (or queue it while another op is in flight)."""
-        assert self.notebook is not None
-        self.notebook = apply_op(self.notebook, op, self.version + 1)
-        self.seq += 1
-        if self.inflight is None:
-            self.inflight = (self.seq, op)
-            with trio.CancelScope(shield=True):
-                    await self.send({"type": "op", "seq": self.seq, "base": self.version, "op": op})
-        else:
-            self.pending.append((self.seq, op))
-        return self.seq
-
-    async def _send_next(self) -> None:
-        if self.inflight is None and self.pending:
-            self.inflight = self.pending.pop(0)
-            seq, op = self.inflight
-            await self.send({"type": "op", "seq": seq, "base": self.version, "op": op})
-
-    def _incoming(self, entry: dict[str, Any]) -> None:
-        assert entry["v"] == self.version + 1, (entry["v"], self.version)
-        self.version = entry["v"]
-        if entry["client"] == self.client and self.inflight is not None and entry["seq"] == self.inflight[0]:
-            self.inflight = None
-            return
-        op = entry["op"]
-        mine = ([self.inflight] if self.inflight else []) + self.pending
-        new_mine = []
-        for seq, pending_op in mine:
-            op_next = transform_op(op, pending_op, op_first=True)
-            pending_op = transform_op(pending_op, op, op_first=False)
-            op = op_next
-            new_mine.append((seq, pending_op))
-        if self.inflight:
-            self.inflight, self.pending = new_mine[0], new_mine[1:]
-        else:
-            self.pending = new_mine
-        assert self.notebook is not None
-        self.notebook = apply_op(self.notebook, op, self.version)
+        await self._send_op(self.doc.edit(op))
+        return self.doc.seq
 
     async def pump(self, timeout: float = 10.0) -> dict[str, Any]:
         """Receive one message; apply ops frames to the replica; returns the message."""
         message = await self.recv(timeout, presence=True)
         if message["type"] == "ops":
             for entry in message["ops"]:
-                self._incoming(entry)
-            with trio.CancelScope(shield=True):  # a cancelled pump must not lose a marked-inflight op
-                await self._send_next()
+                self.doc.receive(entry)
+            await self._send_op(self.doc.next_to_send())
         else:
             self.received.append(message)
         return message
@@ -125,7 +90,7 @@ class SyncClient:
     async def sync_until(self, version: int, timeout: float = 10.0) -> None:
         """Pump until the replica reached `version` with nothing of its own outstanding."""
         with trio.fail_after(timeout):
-            while self.version < version or self.inflight is not None or self.pending:
+            while self.doc.version < version or not self.doc.settled:
                 await self.pump(timeout)
 
     async def until(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -38,25 +38,14 @@ from engine.ot.errors import OpError
 from engine.ot.model import Cell, JSONDict, Notebook
 from engine.ot.poskeys import is_valid_key
 from engine.ot.text import apply_text, transform_text
+from protocol.components import CELL_TYPES, EXEC_STATES, SERVER_COMPONENTS, USER_COMPONENTS
 
 Component = dict[str, Any]
 Op = list[Component]
 
-CELL_TYPES = frozenset({"code", "markdown", "raw"})
-EXEC_STATES = frozenset({"queued", "running", "done", "error", "aborted"})
-USER_KINDS = frozenset(
-    {
-        "cell_insert",
-        "cell_delete",
-        "cell_restore",
-        "cell_move",
-        "text",
-        "cell_type",
-        "meta_set",
-        "outputs_clear",
-    }
-)
-SERVER_KINDS = frozenset({"outputs_append", "stream_append", "display_update", "exec_count", "exec_state"})
+# The component vocabulary is the protocol's; the OT core only gives the sets its own names.
+USER_KINDS = USER_COMPONENTS
+SERVER_KINDS = SERVER_COMPONENTS
 
 # Component kind -> the register it writes (last writer wins).
 _REGISTERS: dict[str, str] = {
