@@ -188,3 +188,34 @@ async def test_idle_room_is_flushed_closed_and_reopened(tmp_path: Path) -> None:
     finally:
         assert server.stop() == 0
     assert "Traceback" not in server.log()
+
+
+async def test_history_and_old_versions_beyond_the_memory_window(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    """2,500 ops (more than the 2,000-op window): old history and versions come from the disk."""
+    await make_notebook(http, "nb", cells=1)
+    async with SyncClient.connect(server.ws_url("nb", await token(http, "nb"), client="w")) as writer:
+        await writer.start()
+        for seq in range(1, 2501):  # pipelined: each op made on top of the previous one
+            await writer.send(
+                {"type": "op", "seq": seq, "base": seq - 1, "op": [{"t": "text", "id": "s0", "ops": ["x"]}]}
+            )
+        with trio.fail_after(60):
+            while writer.version < 2500:
+                message = await writer.recv()
+                if message["type"] == "ops":
+                    writer.doc.version = message["ops"][-1]["v"]
+                else:
+                    raise AssertionError(message)
+    for restart in (False, True):
+        if restart:
+            assert server.stop() == 0
+            server.start()
+        r = await http.get("/api/v1/notebooks/nb/history", params={"since": 10, "limit": 5})
+        assert [item["v"] for item in r.json()["items"]] == [11, 12, 13, 14, 15]
+        assert r.json()["items"][0]["client"] == "w" and r.json()["items"][0]["seq"] == 11
+        r = await http.get("/api/v1/notebooks/nb/content", params={"version": 123})
+        assert r.headers["X-Agora-Version"] == "123"
+        assert "".join(r.json()["cells"][0]["source"]) == "x" * 123 + "cell 0"
+        assert (await head_sources(http, "nb"))["s0"] == "x" * 2500 + "cell 0"
