@@ -26,6 +26,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m loadtest.bench
+	$(PY) loadtest/bench_recovery.py
+	$(PY) loadtest/bench_ot.py
 
 bench-quick: $(STAMP)
 	$(PY) -m loadtest.bench --duration 15 --viewers 200 --editors 10

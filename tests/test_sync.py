@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import orjson
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from engine.auth.tokens import mint_token
 from engine.ipynb import export_notebook
 from engine.ot.model import notebook_to_doc, ordered_cells
 from tests.server_process import ServerProcess
@@ -295,8 +297,17 @@ async def test_roles_tokens_and_missing_notebooks(server: ServerProcess, http: h
             {"type": "op", "seq": 1, "base": 0, "op": [{"t": "text", "id": "s0", "ops": ["x"]}]}
         )
         assert await close_reason(viewer) == 4403
+    secret = server.secret.encode()
+    user = {"id": "u1", "name": "U"}
+    expired = mint_token(secret, "nb", user, "editor", int(time.time()) - 120)
+    forged = mint_token(b"not-the-secret", "nb", user, "editor", int(time.time()) + 600)
+    minted_here = mint_token(secret, "nb", user, "viewer", int(time.time()) + 600)  # same secret: accepted
+    async with SyncClient.connect(server.ws_url("nb", minted_here)) as accepted:
+        assert (await accepted.start())["role"] == "viewer"
     for url, code in [
         (server.ws_url("nb", "garbage"), 4401),
+        (server.ws_url("nb", expired), 4401),
+        (server.ws_url("nb", forged), 4401),
         (server.ws_url("nb", await token(http, "other")), 4403),
         (server.ws_url("nb", await token(http, "nb"), client="bad id!"), 4400),
     ]:
