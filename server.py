@@ -56,6 +56,7 @@ class Settings:
     coalesce_ms: float = 20.0
     idle_timeout: float = 60.0
     window: int = 2000
+    keep_snapshots: int | None = None
     fsync: bool = True
     dev: bool = False
 
@@ -76,6 +77,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     serve.add_argument("--coalesce-ms", type=float, default=float(os.environ.get("AGORA_COALESCE_MS", "20")))
     serve.add_argument(
         "--idle-timeout", type=float, default=float(os.environ.get("AGORA_IDLE_TIMEOUT", "60"))
+    )
+    serve.add_argument(
+        "--keep-snapshots",
+        type=int,
+        default=int(os.environ["AGORA_KEEP_SNAPSHOTS"]) if os.environ.get("AGORA_KEEP_SNAPSHOTS") else None,
+        help="keep only the newest N milestone snapshots per notebook and the log after them "
+        "(default: keep all history)",
     )
     serve.add_argument("--dev", action="store_true", help="print a dev API key and create a demo notebook")
     serve.add_argument(
@@ -106,6 +114,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         public_url=args.public_url,
         coalesce_ms=args.coalesce_ms,
         idle_timeout=args.idle_timeout,
+        keep_snapshots=args.keep_snapshots,
         fsync=not args.unsafe_no_fsync,
         dev=args.dev,
     )
@@ -166,7 +175,11 @@ async def _prepare_dev(settings: Settings, engine: Engine, secret: bytes, base: 
 async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the whole server until SIGTERM/SIGINT (or cancellation); then flush and return."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    storage = FileStorage(settings.data_dir, disk=None if settings.fsync else UnsafeNoSyncDisk())
+    storage = FileStorage(
+        settings.data_dir,
+        keep_snapshots=settings.keep_snapshots,
+        disk=None if settings.fsync else UnsafeNoSyncDisk(),
+    )
     if not settings.fsync:
         log.warning("fsync is OFF (--unsafe-no-fsync): acknowledged ops may be lost on power failure")
     if settings.dev:
@@ -207,7 +220,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
             if settings.dev:  # before the port answers, so /healthz means the banner is out
                 await _prepare_dev(settings, engine, secret, base)
             async with trio.open_nursery() as front:
-                await front.start(listener.serve, sock, on_sync, on_http)
+                accepting = await front.start(listener.serve, sock, on_sync, on_http)
                 log.info(
                     "agora serving on http://%s:%d (data dir %s)", settings.host, port, settings.data_dir
                 )
@@ -215,8 +228,9 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
                 async for signum in signals:
                     log.info("signal %d: flushing notebooks and shutting down", signum)
                     break
-                await engine.registry.close_all()
-                front.cancel_scope.cancel()
+                accepting.cancel()  # stop accepting first,
+                await engine.registry.close_all()  # then flush every notebook (clients get 1001),
+                front.cancel_scope.cancel()  # then end the remaining connections
             await lifespan.wait_for_shutdown()
             nursery.cancel_scope.cancel()
     log.info("agora stopped cleanly")

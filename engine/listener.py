@@ -104,9 +104,14 @@ async def serve(
     on_sync: SyncHandler,
     on_http: HttpHandler,
     *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept forever on `sock`; each connection runs in this function's nursery."""
+    """Accept on `sock`; each connection runs in this function's nursery.
+
+    `task_status.started` hands back the accept loop's cancel scope: cancelling it closes the
+    listening socket (no new connections) while open connections keep running until the
+    caller cancels this task.
+    """
 
     async def handle(conn: socket.socket) -> None:
         handed_off = False
@@ -126,24 +131,26 @@ async def serve(
             if not handed_off:
                 close_socket(conn)
 
-    try:
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            while True:
-                await trio.lowlevel.wait_readable(sock)
-                try:
-                    conn, _ = sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        log.error("accept failed (%s); pausing 100 ms", exc)
-                        await trio.sleep(0.1)
+    async with trio.open_nursery() as nursery:
+        try:
+            with trio.CancelScope() as accepting:
+                task_status.started(accepting)
+                while True:
+                    await trio.lowlevel.wait_readable(sock)
+                    try:
+                        conn, _ = sock.accept()
+                    except (BlockingIOError, InterruptedError):
                         continue
-                    raise
-                conn.setblocking(False)
-                if conn.family in (socket.AF_INET, socket.AF_INET6):
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                nursery.start_soon(handle, conn)
-    finally:
-        close_socket(sock)
+                    except OSError as exc:
+                        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                            log.error("accept failed (%s); pausing 100 ms", exc)
+                            await trio.sleep(0.1)
+                            continue
+                        raise
+                    conn.setblocking(False)
+                    if conn.family in (socket.AF_INET, socket.AF_INET6):
+                        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    nursery.start_soon(handle, conn)
+        finally:
+            close_socket(sock)
+        await trio.sleep_forever()
