@@ -65,6 +65,13 @@ def _env_list(name: str) -> list[str]:
     return [k.strip() for k in os.environ.get(name, "").split(",") if k.strip()]
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line of contract §1."""
     parser = argparse.ArgumentParser(prog="agora", description="Live collaborative Jupyter notebooks.")
@@ -80,8 +87,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     serve.add_argument(
         "--keep-snapshots",
-        type=int,
-        default=int(os.environ["AGORA_KEEP_SNAPSHOTS"]) if os.environ.get("AGORA_KEEP_SNAPSHOTS") else None,
+        type=_positive_int,
+        default=os.environ.get("AGORA_KEEP_SNAPSHOTS") or None,
         help="keep only the newest N milestone snapshots per notebook and the log after them "
         "(default: keep all history)",
     )
