@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import settings
 
+import tests.hypothesis_profiles  # noqa: F401  (registers and loads the hypothesis profile)
 from tests.server_process import ServerProcess
-
-settings.register_profile("ci", max_examples=2000, deadline=None)
-settings.register_profile("dev", max_examples=200, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture
