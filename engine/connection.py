@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import orjson
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -39,21 +38,25 @@ from engine.listener import close_socket
 from engine.room import Member, Room
 from protocol import (
     DEFAULT_LIMITS,
+    Error,
     ExecuteMessage,
     InterruptMessage,
     Limits,
     OpMessage,
     PingMessage,
+    Pong,
     PresenceMessage,
     ProtocolError,
+    Reject,
     decode_client,
+    encode,
     wsframe,
 )
 from protocol.limits import CLIENT_ID_RE, NOTEBOOK_ID_RE
 
 log = logging.getLogger("agora.sync")
 
-PONG = wsframe.text_frame(b'{"type":"pong"}')
+PONG = wsframe.text_frame(encode(Pong()))
 _VERSION_RE = re.compile(r"\A[0-9]{1,15}\Z")
 SEND_BUFFER = 64 * 1024  # small, so a stalled reader is noticed in seconds, not minutes
 
@@ -71,7 +74,7 @@ class SyncConfig:
 
 
 def _error_frame(code: str, message: str) -> bytes:
-    return wsframe.text_frame(orjson.dumps({"type": "error", "code": code, "message": message}))
+    return wsframe.text_frame(encode(Error(code, message)))
 
 
 class _Bucket:
@@ -278,17 +281,7 @@ async def _handle(text: str, peer: Peer, member: Member, room: Room, config: Syn
             _fail(peer, 4403, "forbidden", "viewers may only send ping")
         elif exc.close_code is None and exc.seq is not None:
             metrics.REJECTS.labels(exc.code).inc()
-            peer.send_private(
-                wsframe.text_frame(
-                    orjson.dumps(
-                        {
-                            "type": "reject",
-                            "seq": exc.seq,
-                            "error": {"code": exc.code, "message": exc.message},
-                        }
-                    )
-                )
-            )
+            peer.send_private(wsframe.text_frame(encode(Reject.from_error(exc))))
         else:
             _fail(peer, exc.close_code or 4400, exc.code, exc.message)
         return

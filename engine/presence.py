@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.ot.text import transform_position
 from engine.records import CommittedOp
+from protocol import Presence
 
 
 @dataclass(slots=True)
@@ -73,14 +74,13 @@ class PresenceBoard:
             if editor.cursor is not None:
                 editor.v = record.v
 
-    def message(self) -> dict[str, Any]:
-        """The `presence` frame's content; clears the dirty flag."""
+    def message(self) -> Presence:
+        """The `presence` message; clears the dirty flag."""
         self.dirty = False
-        return {
-            "type": "presence",
-            "viewers": self.viewers,
-            "editors": [
+        return Presence(
+            viewers=self.viewers,
+            editors=[
                 {"client": e.client, "user": e.user, "cursor": e.cursor, "v": e.v}
                 for e in self.editors.values()
             ],
-        }
+        )

@@ -28,7 +28,18 @@ from engine.ot.model import notebook_to_doc
 from engine.presence import PresenceBoard
 from engine.records import CommittedOp, Component
 from engine.storage.base import NotebookInfo, NotebookStore, Recovered, StorageError
-from protocol import wsframe
+from protocol import (
+    Ack,
+    Error,
+    Reject,
+    ServerMessage,
+    encode,
+    encode_op_entry,
+    ops_frame_payload,
+    welcome_head,
+    welcome_payload_with_ops,
+    wsframe,
+)
 
 log = logging.getLogger("agora.room")
 T = TypeVar("T")
@@ -85,13 +96,14 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _json(value: Any) -> bytes:
-    return orjson.dumps(value)
+def _frame(message: ServerMessage) -> bytes:
+    return wsframe.text_frame(encode(message))
 
 
-def _retained_json(value: Any) -> bytes:
-    """orjson's result sits in a ~4 KiB allocation whatever its length; copy what we keep."""
-    return bytes(memoryview(orjson.dumps(value)))
+def _encoded_entry(record: CommittedOp) -> bytes:
+    """The record's `ops` entry, copied to its exact size: orjson's result sits in a ~4 KiB
+    allocation whatever its length, and the room keeps one of these per retained op."""
+    return bytes(memoryview(encode_op_entry(record.wire())))
 
 
 class Room:
@@ -122,7 +134,7 @@ class Room:
         self._inbox_send, self._inbox = trio.open_memory_channel[_Submit | _Join | _Call](config.inbox_size)
         self._encoded: dict[int, bytes] = {}  # v -> encoded `ops` entry, for the retained window
         for record in self.doc.history:
-            self._encoded[record.v] = _retained_json(record.wire())
+            self._encoded[record.v] = _encoded_entry(record)
         self._unframed: list[CommittedOp] = []
         self._pending_joins: list[_Join] = []
         self._last_frame = -1e9
@@ -177,9 +189,7 @@ class Room:
         """Send an error and close every matching member with `code`; returns how many."""
         victims = [m for m in self.members.values() if predicate(m)]
         for member in victims:
-            member.peer.send_private(
-                wsframe.text_frame(_json({"type": "error", "code": _close_name(code), "message": reason}))
-            )
+            member.peer.send_private(_frame(Error(_close_name(code), reason)))
             member.peer.close(code, reason)
             self.detach(member)
         return len(victims)
@@ -297,7 +307,7 @@ class Room:
                 return
             metrics.OPS_COMMITTED.inc(len(records))
             for record in records:
-                self._encoded[record.v] = _retained_json(record.wire())
+                self._encoded[record.v] = _encoded_entry(record)
                 self.presence.apply(record)
             for v in range(self.doc.oldest_base - len(records), self.doc.oldest_base + 1):
                 self._encoded.pop(v, None)
@@ -315,20 +325,10 @@ class Room:
             )
         except Rejected as exc:
             metrics.REJECTS.labels(exc.code).inc()
-            member.peer.send_private(
-                wsframe.text_frame(
-                    _json(
-                        {
-                            "type": "reject",
-                            "seq": item.seq,
-                            "error": {"code": exc.code, "message": exc.message},
-                        }
-                    )
-                )
-            )
+            member.peer.send_private(_frame(Reject(item.seq, exc.code, exc.message)))
             return
         if isinstance(result, Duplicate):
-            frame = wsframe.text_frame(_json({"type": "ack", "seq": item.seq, "v": result.v}))
+            frame = _frame(Ack(item.seq, result.v))
             after_durable.append(lambda: member.peer.send_private(frame))
 
     def _fail(self, exc: StorageError, batch: list[_Submit | _Join | _Call]) -> None:
@@ -360,13 +360,13 @@ class Room:
         )
         frames: list[bytes] = []
         if presence_due:
-            frames.append(wsframe.text_frame(_json(self.presence.message())))
+            frames.append(_frame(self.presence.message()))
             metrics.BROADCAST_FRAMES.labels("presence").inc()
             self._last_presence = now
         if ops_due:
-            entries = b",".join(self._encoded[r.v] for r in self._unframed)
+            entries = [self._encoded[r.v] for r in self._unframed]
             self._unframed.clear()
-            frames.append(wsframe.text_frame(b'{"type":"ops","ops":[' + entries + b"]}"))
+            frames.append(wsframe.text_frame(ops_frame_payload(entries)))
             metrics.BROADCAST_FRAMES.labels("ops").inc()
             self._last_frame = now
         if frames:
@@ -383,7 +383,7 @@ class Room:
     def _doc_bytes(self) -> bytes:
         """The welcome DOC at head, encoded once per version and shared by every joiner."""
         if self._doc_cache is None or self._doc_cache[0] != self.doc.version:
-            self._doc_cache = (self.doc.version, _json(notebook_to_doc(self.doc.notebook)))
+            self._doc_cache = (self.doc.version, orjson.dumps(notebook_to_doc(self.doc.notebook)))
         return self._doc_cache[1]
 
     def _serve_joins(self) -> None:
@@ -393,21 +393,12 @@ class Room:
             member = join.member
             if member.peer.closed:
                 continue
-            head = (
-                b'{"type":"welcome","client":'
-                + _json(member.client)
-                + b',"role":'
-                + _json(member.role)
-                + b',"user":'
-                + _json(member.user)
-                + b',"version":'
-                + str(version).encode()
-            )
             resumed = self.doc.ops_since(join.since) if join.since is not None else None
             if resumed is not None:
-                body = b',"ops":[' + b",".join(self._encoded[r.v] for r in resumed) + b"]}"
-                chunks = [head, body]
-            else:
+                entries = [self._encoded[r.v] for r in resumed]
+                chunks = [welcome_payload_with_ops(member.client, member.role, member.user, version, entries)]
+            else:  # the shared DOC bytes are written as they are, never copied per joiner
+                head = welcome_head(member.client, member.role, member.user, version)
                 chunks = [head, b',"notebook":', self._doc_bytes(), b"}"]
             length = sum(len(c) for c in chunks)
             member.peer.attach(self.frames, self.frames.head)

@@ -20,6 +20,7 @@ from protocol.codec import (
     encode_client,
     encode_op_entry,
     ops_frame_payload,
+    welcome_head,
     welcome_payload_with_doc,
     welcome_payload_with_ops,
 )
@@ -126,6 +127,7 @@ __all__ = [
     "text_frame",
     "validate_cursor",
     "validate_op",
+    "welcome_head",
     "welcome_payload_with_doc",
     "welcome_payload_with_ops",
 ]

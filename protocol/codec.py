@@ -46,6 +46,7 @@ __all__ = [
     "encode_client",
     "encode_op_entry",
     "ops_frame_payload",
+    "welcome_head",
     "welcome_payload_with_doc",
     "welcome_payload_with_ops",
 ]
@@ -290,7 +291,12 @@ def ops_frame_payload(encoded_entries: Sequence[bytes]) -> bytes:
     return b'{"type":"ops","ops":[' + b",".join(encoded_entries) + b"]}"
 
 
-def _welcome_head(client: str, role: str, user: Mapping[str, Any], version: int) -> bytes:
+def welcome_head(client: str, role: str, user: Mapping[str, Any], version: int) -> bytes:
+    """The start of a welcome, up to and without its closing brace.
+
+    For writing a large snapshot welcome in pieces (head, ``,"notebook":``, the shared encoded
+    DOC, ``}``) without copying the DOC; the welcome_payload_* functions build on it.
+    """
     head = orjson.dumps({"type": "welcome", "client": client, "role": role, "user": user, "version": version})
     return head[:-1]  # drop the closing brace
 
@@ -303,7 +309,7 @@ def welcome_payload_with_doc(
     Promises the same bytes as ``encode(Welcome(client, role, user, version, notebook=doc))``
     when `doc_json_bytes` is ``orjson.dumps(doc)``. The bytes are embedded unchecked.
     """
-    return _welcome_head(client, role, user, version) + b',"notebook":' + doc_json_bytes + b"}"
+    return welcome_head(client, role, user, version) + b',"notebook":' + doc_json_bytes + b"}"
 
 
 def welcome_payload_with_ops(
@@ -313,7 +319,7 @@ def welcome_payload_with_ops(
 
     Promises the same bytes as ``encode(Welcome(client, role, user, version, ops=entries))``.
     """
-    return _welcome_head(client, role, user, version) + b',"ops":[' + b",".join(encoded_entries) + b"]}"
+    return welcome_head(client, role, user, version) + b',"ops":[' + b",".join(encoded_entries) + b"]}"
 
 
 def encode(msg: ServerMessage) -> bytes:
