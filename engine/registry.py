@@ -8,9 +8,11 @@ import trio
 
 from engine.errors import NotFound, Unavailable
 from engine.room import Room, RoomConfig
-from engine.storage.base import NotebookNotFound, Storage, StorageError
+from engine.storage.base import NotebookNotFound, NotebookStore, Storage, StorageError
 
 log = logging.getLogger("agora.registry")
+
+LEASE_LOST_CLOSE = 1012  # "service restart": the notebook is served elsewhere now, reconnect
 
 
 class Registry:
@@ -82,6 +84,8 @@ class Registry:
         except NotebookNotFound:
             raise NotFound(f"notebook {notebook_id!r} does not exist", code="notebook_not_found") from None
         except StorageError as exc:
+            if exc.code == "not_owner":
+                raise Unavailable(exc.message, code="not_owner") from None
             log.error("notebook %s cannot be opened: %s", notebook_id, exc.message)
             raise Unavailable(
                 f"notebook {notebook_id!r} cannot be opened: {exc.message}", code=exc.code
@@ -90,7 +94,22 @@ class Registry:
         room.save_info = self.storage.update_info
         self.rooms[notebook_id] = room
         await self._nursery.start(self._run_room, room)
+        self._nursery.start_soon(self._watch_lease, room, store)
         return room
+
+    async def _watch_lease(self, room: Room, store: NotebookStore) -> None:
+        """Close the room (1012, clients reconnect) when its store loses the notebook's lease."""
+        async with trio.open_nursery() as nursery:
+
+            async def closed() -> None:
+                await room.closed.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(closed)
+            await store.wait_lost()
+            log.warning("notebook %s: this host lost its lease; closing the room", room.id)
+            room.stop(LEASE_LOST_CLOSE, "notebook moved to another host; reconnect")
+            nursery.cancel_scope.cancel()
 
     async def _run_room(
         self, room: Room, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -9,7 +9,19 @@ import httpx
 import pytest
 
 import tests.hypothesis_profiles  # noqa: F401  (registers and loads the hypothesis profile)
+from tests.pg_cluster import PgCluster
 from tests.server_process import ServerProcess
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A private PostgreSQL cluster for the whole session (started on first use, then removed)."""
+    cluster = PgCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

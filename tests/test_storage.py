@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from engine.storage.base import NotebookExists, NotebookInfo, NotebookNotFound, 
 from engine.storage.disk import Disk
 from engine.storage.files import FileStorage
 from engine.storage.memory import MemoryStorage
+from engine.storage.postgres import PostgresStorage
 from engine.storage.oplog import HEADER, MAGIC, decode_payload, encode_record
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -84,20 +85,31 @@ class CountingDisk(Disk):
 Factory = Callable[..., Any]
 
 
-@pytest.fixture(params=["files", "memory"])
-def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
-    """Builds a storage of either kind; calling it again gives a fresh instance over the same data."""
+@pytest.fixture(params=["files", "memory", "postgres"])
+def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+    """Builds a storage of any kind; calling it again gives a fresh instance over the same data
+    (for PostgreSQL: another host on the same database)."""
     memory: list[MemoryStorage] = []
+    hosts: list[PostgresStorage] = []
+    url = request.getfixturevalue("pg_cluster").database() if request.param == "postgres" else ""
 
     def make(**kw: Any) -> Any:
         if request.param == "files":
             return FileStorage(tmp_path / "data", **kw)
+        if request.param == "postgres":
+            kw.pop("segment_ops", None)
+            kw.pop("segment_bytes", None)
+            hosts.append(PostgresStorage(url, **kw))
+            return hosts[-1]
         if not memory:
             kw.pop("segment_ops", None)
             memory.append(MemoryStorage(**kw))
         return memory[0]
 
-    return make
+    yield make
+    for host in hosts:
+        host.leases.close_sync()
+        host.pool.close()
 
 
 async def append_in_batches(store: Any, ops: list[CommittedOp], seed: int = 1) -> None:

@@ -1,4 +1,4 @@
-"""The storage interface the engine talks to. Two implementations: files (default) and memory.
+"""The storage interface the engine talks to: files (default), memory (tests), PostgreSQL (several hosts).
 
 Group commit: the room applies a batch of ops in memory, then awaits `append(batch)`; only when
 that returns (the batch is durable) does it publish them. A `StorageError` from any call means
@@ -23,7 +23,9 @@ class StorageError(Exception):
     do not serve the notebook), `version_not_found` (out of range, or trimmed by retention),
     `notebook_not_found`, `notebook_exists`, `already_open`, `closed`, `bad_append` (versions
     not consecutive after the head), `bad_snapshot` (snapshot past the durable head),
-    `snapshot_corrupt`, `info_corrupt`, `invalid_id`.
+    `snapshot_corrupt`, `info_corrupt`, `invalid_id`; shared stores (PostgreSQL) add `not_owner`
+    (another host owns the notebook, or took it over: the room must close with 1012) and
+    `store_unavailable` (the database cannot be reached).
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -92,6 +94,12 @@ class NotebookStore(Protocol):
         """Release files. Everything appended is already durable."""
         ...
 
+    async def wait_lost(self) -> None:
+        """Return when this process loses the right to write the notebook (another host took
+        it over, or the shared store is gone); the room must then close. Single-host stores
+        never return."""
+        ...
+
 
 class Storage(Protocol):
     """The data dir: which notebooks exist, their info, opening their stores."""
@@ -117,5 +125,10 @@ class Storage(Protocol):
         ...
 
     async def open(self, notebook_id: str, window: int) -> tuple[NotebookStore, Recovered]:
-        """Open for writing and recover head state; `NotebookNotFound` if absent."""
+        """Open for writing and recover head state; `NotebookNotFound` if absent; `not_owner`
+        if another live host has it open (shared stores)."""
+        ...
+
+    async def owner_elsewhere(self, notebook_id: str) -> bool:
+        """Whether another live host has the notebook open (always False for one host)."""
         ...

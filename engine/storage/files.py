@@ -233,6 +233,10 @@ class FileStorage:
 
         await self._run(work)
 
+    async def owner_elsewhere(self, notebook_id: str) -> bool:
+        """Always False: one process owns this storage."""
+        return False
+
     async def open(self, notebook_id: str, window: int) -> tuple[FileNotebookStore, Recovered]:
         """Recover the head state and open the log for appending.
 
@@ -428,3 +432,7 @@ class FileNotebookStore:
                 log.warning("closing the op log of %s: %s", self.notebook_id, e)
             finally:
                 self.storage._closed(self.notebook_id)
+
+    async def wait_lost(self) -> None:
+        """Never returns: nobody else can take this notebook."""
+        await trio.sleep_forever()

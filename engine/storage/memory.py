@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+import trio
+
 from engine.ot.model import Notebook
 from engine.records import CommittedOp
 from engine.storage.base import NotebookExists, NotebookInfo, NotebookNotFound, Recovered, StorageError
@@ -75,6 +77,10 @@ class MemoryStorage:
     async def delete(self, notebook_id: str) -> None:
         self._get(notebook_id)
         del self._notebooks[notebook_id]
+
+    async def owner_elsewhere(self, notebook_id: str) -> bool:
+        """Always False: one process owns this storage."""
+        return False
 
     async def open(self, notebook_id: str, window: int) -> tuple[MemoryNotebookStore, Recovered]:
         entry = self._get(notebook_id)
@@ -165,3 +171,7 @@ class MemoryNotebookStore:
         if not self._closed:
             self._closed = True
             self.storage._open.discard(self.notebook_id)
+
+    async def wait_lost(self) -> None:
+        """Never returns: nobody else can take this notebook."""
+        await trio.sleep_forever()
