@@ -15,7 +15,9 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -27,8 +29,10 @@ from hypercorn.utils import wrap_app
 
 from api.app import create_app
 from api.keys_cli import run_keys_command
+from api.ownership import OwnerGuard, refuse_sync_if_not_owner
 from engine import listener
 from engine.auth.keys import KeyStore
+from engine.auth.pg_keys import PgKeyStore
 from engine.auth.secret import load_or_create_secret
 from engine.auth.tokens import mint_token
 from engine.connection import SyncConfig, serve_sync
@@ -37,8 +41,10 @@ from engine.errors import Conflict
 from engine.fanout import FanoutLimits
 from engine.ipynb import import_notebook
 from engine.room import RoomConfig
+from engine.storage.base import Storage
 from engine.storage.disk import UnsafeNoSyncDisk
 from engine.storage.files import FileStorage
+from engine.storage.postgres import PostgresStorage
 
 log = logging.getLogger("agora")
 
@@ -59,6 +65,7 @@ class Settings:
     keep_snapshots: int | None = None
     fsync: bool = True
     dev: bool = False
+    store: str | None = None  # --store postgresql://…: several hosts share one database
 
 
 def _env_list(name: str) -> list[str]:
@@ -99,8 +106,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("AGORA_FSYNC", "1") == "0",
         help="skip fsync (benchmarks only: acknowledged ops may be lost on power failure)",
     )
-    keys = sub.add_parser("keys", help="manage API keys stored in the data dir")
+    # -- several hosts (contract §1, §7) --
+    store_help = "keep notebooks and keys in this PostgreSQL database instead of the data dir"
+    serve.add_argument("--store", default=os.environ.get("AGORA_STORE") or None, help=store_help)
+    keys = sub.add_parser("keys", help="manage API keys stored in the data dir (or --store)")
     keys.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AGORA_DATA_DIR", "./data")))
+    keys.add_argument("--store", default=os.environ.get("AGORA_STORE") or None, help=store_help)
     keys_sub = keys.add_subparsers(dest="action", required=True)
     create = keys_sub.add_parser("create", help="mint a key, print it once")
     create.add_argument("--name", required=True)
@@ -124,6 +135,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         keep_snapshots=args.keep_snapshots,
         fsync=not args.unsafe_no_fsync,
         dev=args.dev,
+        store=args.store,
     )
 
 
@@ -182,7 +194,8 @@ async def _prepare_dev(settings: Settings, engine: Engine, secret: bytes, base: 
 async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the whole server until SIGTERM/SIGINT (or cancellation); then flush and return."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    storage = FileStorage(
+    shared = await open_shared_store(settings) if settings.store else None
+    storage: Storage = shared[0] if shared else FileStorage(
         settings.data_dir,
         keep_snapshots=settings.keep_snapshots,
         disk=None if settings.fsync else UnsafeNoSyncDisk(),
@@ -199,11 +212,14 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
     )
     engine = Engine(storage, room_config)
     secret = load_or_create_secret(settings.data_dir, settings.secret)
-    keys = KeyStore(settings.data_dir, settings.api_keys)
+    keys = shared[1] if shared else KeyStore(settings.data_dir, settings.api_keys)
     sock = listener.bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     base = settings.public_url or f"http://{settings.host}:{port}"
-    app = create_app(engine, keys=keys, secret=secret, public_url=base)
+    # keys: a KeyStore or a PgKeyStore (same interface, duck-typed)
+    app: Any = create_app(engine, keys=keys, secret=secret, public_url=base)  # type: ignore[arg-type]
+    if shared:
+        app = OwnerGuard(app, engine)
     hconfig = HypercornConfig()
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
@@ -217,10 +233,16 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
         await TCPServer(asgi, hconfig, context, ConnectionState(dict(lifespan_state)), stream)  # type: ignore[arg-type]
 
     async def on_sync(conn: object, head: bytes) -> None:
+        if shared and await refuse_sync_if_not_owner(engine, conn, head):  # type: ignore[arg-type]
+            listener.close_socket(conn)  # type: ignore[arg-type]
+            return
         await serve_sync(conn, head, engine.room, sync_config)  # type: ignore[arg-type]
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            if shared:
+                await nursery.start(shared[0].run)
+                await nursery.start(shared[1].run)
             await nursery.start(engine.run)
             await nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
@@ -240,7 +262,19 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
                 front.cancel_scope.cancel()  # then end the remaining connections
             await lifespan.wait_for_shutdown()
             nursery.cancel_scope.cancel()
+    if shared:
+        await shared[0].close()
     log.info("agora stopped cleanly")
+
+
+async def open_shared_store(settings: Settings) -> tuple[PostgresStorage, PgKeyStore]:
+    """`--store`: connect (migrating the schema), register this host, load the API keys."""
+    assert settings.store is not None
+    ttl = float(os.environ.get("AGORA_LEASE_TTL", "5"))  # seconds; see docs/operations.md
+    storage = await trio.to_thread.run_sync(partial(PostgresStorage, settings.store, lease_ttl=ttl))
+    keys = await trio.to_thread.run_sync(PgKeyStore, storage.pool.connection, settings.api_keys)
+    log.info("store: PostgreSQL, this host is %s", storage.leases.host_id)
+    return storage, keys
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "keys":
         return run_keys_command(
-            args.data_dir, args.action, getattr(args, "name", None), getattr(args, "key", None)
+            args.data_dir, args.action, getattr(args, "name", None), getattr(args, "key", None), args.store
         )
     trio.run(serve, settings_from(args))
     return 0

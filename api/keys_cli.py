@@ -11,7 +11,12 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import psycopg
+
 from engine.auth.keys import KeyStore
+from engine.auth.pg_keys import PgKeyStore
+from engine.storage.base import StorageError
+from engine.storage.pg_schema import migrate
 
 
 def _when(epoch: int | None) -> str:
@@ -25,15 +30,21 @@ def run_keys_command(
     action: Literal["create", "list", "revoke"],
     name: str | None = None,
     key: str | None = None,
+    store_url: str | None = None,
 ) -> int:
     """Run one `agora keys` action against `data_dir` and print human-readable output.
 
     - create: needs `name`; prints the new key once (only its hash is stored).
     - list: prints id, name, created and revoked for every stored key (never a secret).
     - revoke: needs `key` (a key id or a name); running servers stop accepting it within a second.
+
+    With `store_url` (`--store postgresql://…`) the keys live in that database (every host
+    sharing it accepts them) instead of the data dir.
     """
     try:
-        store = KeyStore(Path(data_dir), [])
+        store: KeyStore | PgKeyStore = (
+            open_pg_keys(store_url) if store_url else KeyStore(Path(data_dir), [])
+        )
         if action == "create":
             if not name:
                 print("agora keys create: --name is required", file=sys.stderr)
@@ -68,6 +79,13 @@ def run_keys_command(
             return 1
         print(f"agora keys: unknown action {action!r} (create, list, revoke)", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, psycopg.Error, StorageError) as exc:
         print(f"agora keys {action}: {exc}", file=sys.stderr)
         return 2
+
+
+def open_pg_keys(url: str) -> PgKeyStore:
+    """A key store on the database at `url` (schema migrated first); one connection per call."""
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        migrate(conn)
+    return PgKeyStore(lambda: psycopg.connect(url, autocommit=True, connect_timeout=10), [])

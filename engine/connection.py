@@ -185,8 +185,8 @@ async def _serve_sync(
     except NotFound as exc:
         await refuse(4404, "notebook_gone", exc.message)
         return
-    except EngineError as exc:
-        await refuse(1011, exc.code, exc.message)
+    except EngineError as exc:  # not_owner: another host took it meanwhile, reconnect (1012)
+        await refuse(1012 if exc.code == "not_owner" else 1011, exc.code, exc.message)
         return
 
     peer = Peer(sock, config.fanout)
