@@ -18,8 +18,8 @@ from engine.storage.base import NotebookExists, NotebookInfo, NotebookNotFound, 
 from engine.storage.disk import Disk
 from engine.storage.files import FileStorage
 from engine.storage.memory import MemoryStorage
-from engine.storage.postgres import PostgresStorage
 from engine.storage.oplog import HEADER, MAGIC, decode_payload, encode_record
+from engine.storage.postgres import PostgresStorage
 
 # -- helpers ---------------------------------------------------------------------------------------
 
