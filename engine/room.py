@@ -28,7 +28,7 @@ from engine.member import Member, close_member, message_frame
 from engine.presence import PresenceBoard
 from engine.records import Component
 from engine.snapshotter import Snapshotter
-from engine.storage.base import NotebookInfo, NotebookStore, Recovered, StorageError
+from engine.storage.base import SERVED_ELSEWHERE, NotebookInfo, NotebookStore, Recovered, StorageError
 from protocol import Ack, Reject
 
 __all__ = ["Member", "Room", "RoomConfig"]
@@ -301,13 +301,16 @@ class Room:
         log.error("notebook %s: storage failed, closing the room: %s", self.id, exc.message)
         self.failure = exc
         self.broadcaster.discard_pending()
+        moved = exc.code in SERVED_ELSEWHERE  # another host serves it (or will): reconnect now
+        code = exc.code if moved else "storage_failed"
         for item in batch:
             if isinstance(item, _Call):
-                item.error = Unavailable(
-                    f"the notebook's storage failed: {exc.message}", code="storage_failed"
-                )
+                item.error = Unavailable(f"the notebook's storage failed: {exc.message}", code=code)
                 item.done.set()
-        self._close_code, self._close_reason = 1011, "storage failed; reconnect later"
+        if moved:
+            self._close_code, self._close_reason = 1012, "notebook moved to another host; reconnect"
+        else:
+            self._close_code, self._close_reason = 1011, "storage failed; reconnect later"
 
     # -- shutdown ----------------------------------------------------------------------------------
 

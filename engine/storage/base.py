@@ -34,6 +34,11 @@ class StorageError(Exception):
         self.message = message
 
 
+# Failure codes after which the notebook is (or soon will be) served by another host: rooms
+# close with 1012 so clients reconnect at once, instead of 1011.
+SERVED_ELSEWHERE = frozenset({"not_owner", "store_unavailable"})
+
+
 class NotebookNotFound(StorageError):
     def __init__(self, notebook_id: str) -> None:
         super().__init__("notebook_not_found", f"notebook {notebook_id!r} does not exist")
