@@ -72,22 +72,42 @@ def machine_busy() -> tuple[float, float]:
     return sum(values) - idle, sum(values)
 
 
+def tree_cpu_times(root: int) -> tuple[float, float]:
+    """(utime, stime) of `root`, its live children and its reaped children (a PostgreSQL cluster)."""
+    fields = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()
+    user = (int(fields[11]) + int(fields[13])) / TICK
+    system = (int(fields[12]) + int(fields[14])) / TICK
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(child[1]) == root:
+                user, system = user + int(child[11]) / TICK, system + int(child[12]) / TICK
+    return user, system
+
+
 class CpuWindow:
-    """CPU % of one core for a set of processes (and the machine) between start() and stop()."""
+    """CPU % of one core for a set of processes (and the machine) between start() and stop().
+
+    A negative pid stands for a whole process tree (the PostgreSQL cluster of `--store pg`)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
+        if STORE.postmaster:
+            self.pids = {**pids, "postgres": -STORE.postmaster}
 
     def start(self) -> None:
         self.t0 = time.monotonic()
-        self.c0 = {k: cpu_times(p) for k, p in self.pids.items()}
+        self.c0 = {k: _times(p) for k, p in self.pids.items()}
         self.m0 = machine_busy()
 
     def stop(self) -> dict[str, Any]:
         wall = time.monotonic() - self.t0
         out: dict[str, Any] = {"wall_s": round(wall, 3)}
         for k, p in self.pids.items():
-            user, system = cpu_times(p)
+            user, system = _times(p)
             du, ds = user - self.c0[k][0], system - self.c0[k][1]
             out[f"{k}_cpu_pct"] = round(100 * (du + ds) / wall, 1)
             out[f"{k}_user_sys_pct"] = [round(100 * du / wall, 1), round(100 * ds / wall, 1)]
@@ -95,6 +115,41 @@ class CpuWindow:
         busy, total = m1[0] - self.m0[0], m1[1] - self.m0[1]
         out["machine_busy_pct"] = round(100 * busy / total, 1) if total else None  # of all cores
         return out
+
+
+def _times(pid: int) -> tuple[float, float]:
+    return tree_cpu_times(-pid) if pid < 0 else cpu_times(pid)
+
+
+class _Store:
+    """`--store`: the PostgreSQL URL each run's server gets (a private cluster for `pg`)."""
+
+    def __init__(self) -> None:
+        self.cluster: Any = None
+        self.url: str | None = None
+        self.postmaster = 0
+
+    def start(self, store: str | None) -> None:
+        if store == "pg":
+            from tests.pg_cluster import PgCluster
+
+            self.cluster = PgCluster()
+            self.cluster.start()
+            self.postmaster = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
+        elif store:
+            self.url = store
+
+    def server_args(self) -> list[str]:
+        if self.cluster is not None:
+            return ["--store", self.cluster.database()]
+        return ["--store", self.url] if self.url else []
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+STORE = _Store()
 
 
 # ---- /metrics -----------------------------------------------------------------------------------
@@ -233,7 +288,7 @@ class Run:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix=f"agora-bench-{name}-"))
         (self.tmp / "data").mkdir()
-        extra = [] if args.fsync else ["--unsafe-no-fsync"]
+        extra = ([] if args.fsync else ["--unsafe-no-fsync"]) + STORE.server_args()
         self.server = ServerProcess(data_dir=self.tmp / "data", extra_args=extra)
         self.children: list[Child] = []
         self.server.start()
@@ -423,6 +478,7 @@ def scenario_live(args: argparse.Namespace, say: Any) -> dict[str, Any]:
         wall = window["wall_s"]
         res["window"] = window
         res["server_cpu_pct"] = window["server_cpu_pct"]
+        res["postgres_cpu_pct"] = window.get("postgres_cpu_pct")
         res["server_user_sys_pct"] = window["server_user_sys_pct"]
         res["loadgen_cpu_pct"] = cpu_summary(window)
         ops = delta(m1, m0, "agora_ops_committed_total")
@@ -551,6 +607,7 @@ def scenario_class(args: argparse.Namespace, say: Any) -> dict[str, Any]:
         m1 = metrics(run.http)
         res["join_window"] = window
         res["server_cpu_pct"] = window["server_cpu_pct"]
+        res["postgres_cpu_pct"] = window.get("postgres_cpu_pct")
         res["server_user_sys_pct"] = window["server_user_sys_pct"]
         res["loadgen_cpu_pct"] = cpu_summary(window)
         res["welcomed"] = ready["welcomed"]
@@ -643,6 +700,7 @@ def table(result: dict[str, Any]) -> str:
                 f"{live['frames_sent_per_s']}, {live['frames_per_viewer_per_s']}",
             ),
             ("live: server CPU % of one core", str(live["server_cpu_pct"])),
+            ("live: PostgreSQL CPU % (--store pg)", str(live.get("postgres_cpu_pct"))),
             ("live: server CPU user / sys %", " / ".join(map(str, live["server_user_sys_pct"]))),
             ("live: loadgen CPU % per process", str(live["loadgen_cpu_pct"])),
             (
@@ -707,6 +765,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--viewer-procs", type=int, default=2, help="processes the raw viewers are spread over")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--store",
+        default=None,
+        help="run the server with --store: a postgresql:// URL, or `pg` for a private cluster "
+        "(tests.pg_cluster; its CPU is reported as postgres_cpu_pct)",
+    )
     args = p.parse_args(argv)
     if args.editors < 1 or args.viewers < 0 or args.probes < 1 or args.rate <= 0 or args.duration <= 0:
         p.error("need --editors >= 1, --probes >= 1, --viewers >= 0, --rate > 0, --duration > 0")
@@ -729,16 +793,20 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args),
     }
     ok = True
-    for name, fn in (("live", scenario_live), ("class", scenario_class)):
-        if args.scenario not in ("both", name):
-            continue
-        try:
-            result[name] = fn(args, say)
-        except Exception as exc:
-            ok = False
-            result[name] = {"error": f"{type(exc).__name__}: {exc}"}
-            say(f"[{name}] failed: {exc}")
-        ok = ok and bool(result[name].get("converged"))
+    STORE.start(args.store)
+    try:
+        for name, fn in (("live", scenario_live), ("class", scenario_class)):
+            if args.scenario not in ("both", name):
+                continue
+            try:
+                result[name] = fn(args, say)
+            except Exception as exc:
+                ok = False
+                result[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                say(f"[{name}] failed: {exc}")
+            ok = ok and bool(result[name].get("converged"))
+    finally:
+        STORE.stop()
     line = json.dumps(result, separators=(",", ":"))
     print(line, flush=True)
     out = RESULTS / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"

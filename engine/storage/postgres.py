@@ -30,6 +30,7 @@ import psycopg
 import trio
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from engine.metrics import FSYNC_SECONDS
 from engine.ot.model import Notebook, notebook_from_state, notebook_to_state
 from engine.records import CommittedOp
 from engine.storage.base import NotebookExists, NotebookInfo, NotebookNotFound, Recovered, StorageError
@@ -347,12 +348,14 @@ class PostgresNotebookStore:
                     )
             if not batch:
                 return
+            started = time.perf_counter()
             try:
                 await trio.to_thread.run_sync(self._append_sync, batch)
             except StorageError as e:
                 self._poisoned = e
                 raise
             self.head = batch[-1].v
+        FSYNC_SECONDS.observe(time.perf_counter() - started)  # with --store: the commit's latency
 
     def _append_sync(self, batch: list[CommittedOp]) -> None:
         params = {
