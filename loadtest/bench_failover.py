@@ -82,6 +82,9 @@ async def one_round(
                         m = await b.recv()
                         if m["type"] in ("ack", "reject"):
                             break
+                        mine = [e for e in m.get("ops", []) if e["client"] == client_id and e["seq"] == seq]
+                        if m["type"] == "ops" and mine:  # applied now: its echo is the ack
+                            break
                 ack_at = time.monotonic()
         except (HandshakeError, ConnectionClosed, OSError):
             await trio.sleep(0.05)

@@ -67,6 +67,20 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        2,
+        """
+        -- This life of a notebook id (tokens are bound to it); NULL: derived from created.
+        ALTER TABLE agora_notebooks ADD COLUMN incarnation text;
+        -- Small values with an expiry: kick times, idempotent answers.
+        CREATE TABLE agora_records (
+            key         text PRIMARY KEY,
+            value       bytea NOT NULL,
+            expires     bigint NOT NULL
+        );
+        CREATE INDEX agora_records_expires ON agora_records (expires);
+        """,
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
