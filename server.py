@@ -41,7 +41,7 @@ from engine.errors import Conflict
 from engine.fanout import FanoutLimits
 from engine.ipynb import import_notebook
 from engine.room import RoomConfig
-from engine.storage.base import Storage
+from engine.storage.base import Storage, StorageError
 from engine.storage.disk import UnsafeNoSyncDisk
 from engine.storage.files import FileStorage
 from engine.storage.postgres import PostgresStorage
@@ -285,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_keys_command(
             args.data_dir, args.action, getattr(args, "name", None), getattr(args, "key", None), args.store
         )
-    trio.run(serve, settings_from(args))
+    try:
+        trio.run(serve, settings_from(args))
+    except StorageError as exc:  # --store: the database cannot be used (unreachable, newer schema)
+        log.error("cannot start: %s", exc.message)
+        return 2
     return 0
 
 

@@ -253,3 +253,13 @@ async def test_closing_sockets_say_1012_when_the_database_goes(start_host: HostF
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
             assert await close_reason(c, timeout=15) == 1012
+
+
+async def test_an_unreachable_database_is_a_clear_startup_error(tmp_path: Path) -> None:
+    from tests.server_process import free_port
+
+    argv = [sys.executable, str(ROOT / "server.py"), "serve", "--port", "0", "--data-dir", str(tmp_path)]
+    argv += ["--store", f"postgresql://postgres@127.0.0.1:{free_port()}/none"]
+    done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "cannot use the database" in err and "Traceback" not in err, err
