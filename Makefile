@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench bench-quick clean
+.PHONY: serve test lint bench bench-quick clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(PY) server.py serve --dev
 
-test: $(STAMP)
+# Programs the tests run for real (Debian packages; installed when missing and we are root).
+system-deps:
+	bash .ci/install-nginx
+
+test: $(STAMP) system-deps
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -q
