@@ -15,9 +15,18 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(PY) server.py serve --dev
 
-# Programs the tests run for real (Debian packages; installed when missing and we are root).
+# What the tests start for real: Debian's chromium (browser tests), nginx (several hosts) and
+# PostgreSQL (--store). Installed with apt when missing (CI runs as root on a clean machine).
 system-deps:
-	bash .ci/install-nginx
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing system packages:$$missing (apt-get install them as root)"; exit 1; fi; \
+		echo "installing system packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 test: $(STAMP) system-deps
 	$(PY) -m ruff check .

@@ -6,7 +6,7 @@
 The configuration comes from `engine.proxyconf.render`, the same function behind the CLI; it is
 written into a fresh temp prefix, and nginx runs in the foreground
 (`nginx -p PREFIX -c nginx.conf -g 'daemon off;'`) so that stopping the Popen stops it all.
-nginx missing: the tests skip, except under CI (`CI=true`), where .ci/run installs it.
+nginx missing: the tests skip, except under CI (`CI=true`), where `make test` installs it (system-deps).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def nginx_binary() -> str:
     )
     if found is None:
         if os.environ.get("CI"):
-            pytest.fail("nginx is not installed (.ci/run installs Debian's nginx-light)")
+            pytest.fail("nginx is not installed (`make test` installs it: Makefile system-deps)")
         pytest.skip("nginx is not installed (apt-get install nginx-light)")
     return found
 
