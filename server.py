@@ -248,8 +248,8 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
     sock = listener.bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     base = settings.public_url or f"http://{settings.host}:{port}"
-    app = create_app(engine, keys=keys, secret=secret, public_url=base)
     host_id = settings.host_id or f"{socket.gethostname()}:{port}"
+    app = create_app(engine, keys=keys, secret=secret, public_url=base, host_id=host_id)
     hconfig = HypercornConfig()
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")

@@ -271,7 +271,8 @@ def test_host_id_header_and_healthz_through_the_proxy(
 ) -> None:
     proxy, hosts = cluster
     for host, name in zip(hosts, HOSTS, strict=True):  # directly: each host names itself
-        assert httpx.get(f"{host.base_url}/healthz").headers[HOST_HEADER] == name
+        resp = httpx.get(f"{host.base_url}/healthz")
+        assert resp.headers[HOST_HEADER] == name and resp.json() == {"status": "ok", "host": name}
     seen = Counter(host_of(httpx.get(f"{proxy.base_url}/healthz", timeout=10)) for _ in range(30))
     assert set(seen) == set(HOSTS), seen  # other paths: any host (round robin)
 
