@@ -133,6 +133,8 @@ def _add_proxy_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentPa
     proxy.add_argument("--socket-timeout", type=float, default=3600.0, help="WebSocket idle seconds")
     proxy.add_argument("--worker-processes", default="auto")
     proxy.add_argument("--error-log-level", default="crit", choices=proxyconf.ERROR_LOG_LEVELS)
+    proxy.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain: serve HTTPS/WSS")
+    proxy.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
 
 
 def run_proxy_config(args: argparse.Namespace, argv: list[str]) -> int:
@@ -146,6 +148,8 @@ def run_proxy_config(args: argparse.Namespace, argv: list[str]) -> int:
             socket_timeout=args.socket_timeout,
             worker_processes=args.worker_processes,
             error_log_level=args.error_log_level,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
     except ValueError as exc:
         print(f"agora proxy-config: {exc}", file=sys.stderr)

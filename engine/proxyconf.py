@@ -41,6 +41,7 @@ DEFAULT_MAX_TRIES = 5
 _HOST_RE = re.compile(r"\A(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+|\*)\Z")
 _TOO_LARGE = '{"error":{"code":"payload_too_large","message":"The request body is too large."}}'
 _UNAVAILABLE = '{"error":{"code":"unavailable","message":"No Agora host answered; retry shortly."}}'
+_PATH_RE = re.compile(r"\A[^\s;{}'\"$#\\]+\Z")
 ERROR_LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
 
 
@@ -70,10 +71,13 @@ class ProxySettings:
     connect_timeout: float = 1.0  # to an upstream; a silent (not refusing) host costs this per try
     http_timeout: float = 60.0  # read/send timeout for plain HTTP requests
     socket_timeout: float = 3600.0  # read/send timeout for WebSockets (clients ping well within it)
+    shutdown_timeout: float = 30.0  # graceful reload/stop: then open sockets are closed
     worker_processes: str = "auto"
     worker_connections: int = 8192  # each proxied socket takes two
     error_log_level: str = "crit"  # `error` logs request lines, whose query strings carry tokens
     max_body_bytes: int = MAX_BODY_BYTES
+    tls_cert: str | None = None  # PEM chain: listen with TLS (relative: to the nginx.conf dir)
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -86,7 +90,12 @@ class ProxySettings:
             raise ValueError(f"error log level must be one of {', '.join(ERROR_LOG_LEVELS)}")
         if self.worker_processes != "auto" and not self.worker_processes.isdigit():
             raise ValueError("worker processes must be a number or 'auto'")
-        for value in (self.connect_timeout, self.http_timeout, self.socket_timeout):
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and a key")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not _PATH_RE.match(path):
+                raise ValueError(f"{path!r}: TLS file paths may not hold spaces, quotes, ';' or braces")
+        for value in (self.connect_timeout, self.http_timeout, self.socket_timeout, self.shutdown_timeout):
             if value <= 0:
                 raise ValueError("timeouts must be positive")
 
@@ -104,6 +113,20 @@ def _servers(upstreams: tuple[str, ...], params: str) -> str:
     return "\n".join(f"        server {u} {params};" for u in upstreams)
 
 
+def _tls(s: ProxySettings) -> str:
+    if s.tls_cert is None:
+        return ""
+    return f"""
+        ssl_certificate {s.tls_cert};
+        ssl_certificate_key {s.tls_key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_prefer_server_ciphers off;
+        ssl_session_cache shared:agora_tls:10m;
+        ssl_session_timeout 1d;
+        ssl_session_tickets off;
+"""
+
+
 def render(settings: ProxySettings, command_line: str = "") -> str:
     """The complete nginx.conf for `settings` (deterministic: same settings, same bytes)."""
     s = settings
@@ -116,6 +139,8 @@ def render(settings: ProxySettings, command_line: str = "") -> str:
 
 worker_processes {s.worker_processes};
 worker_rlimit_nofile {2 * s.worker_connections + 64};
+# A reload or graceful stop waits this long for open WebSockets, then closes them (clients resume).
+worker_shutdown_timeout {_ms(s.shutdown_timeout)};
 pid nginx.pid;
 error_log error.log {s.error_log_level};
 
@@ -164,9 +189,9 @@ http {{
     }}
 
     server {{
-        listen {s.listen};
+        listen {s.listen}{" ssl" if s.tls_cert else ""};
         server_name _;
-
+{_tls(s)}
         client_max_body_size {s.max_body_bytes};
         proxy_http_version 1.1;
         proxy_set_header Host $http_host;

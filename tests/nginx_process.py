@@ -60,11 +60,13 @@ class NginxProcess:
     tries: int | None = None
     error_log_level: str = "error"  # tests want to see failures; production default is crit
     user: str | None = None  # run nginx as this user (needs root); None: as ourselves
+    tls_cert: str | None = None  # serve HTTPS/WSS with this PEM certificate and key
+    tls_key: str | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_cert else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def conf_path(self) -> Path:
@@ -81,6 +83,8 @@ class NginxProcess:
             worker_processes="1",
             worker_connections=1024,
             error_log_level=self.error_log_level,
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
         )
 
     def write_config(self) -> Path:
