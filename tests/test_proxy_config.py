@@ -10,7 +10,6 @@ import http.server
 import os
 import pwd
 import re
-import socket
 import ssl
 import subprocess
 import sys
@@ -25,12 +24,21 @@ import pytest
 import trio
 
 from engine.proxyconf import EndpointError, ProxySettings, parse_endpoint, render
+from tests.cluster import (
+    HOST_HEADER,
+    HOSTS,
+    host_of,
+    mint,
+    notebook_hosts,
+    running_cluster,
+    start_hosts,
+    stop_hosts,
+    upgrade_host,
+)
 from tests.nginx_process import NginxProcess, running_proxy
 from tests.server_process import ROOT, ServerProcess
 from tests.wsclient import SyncClient
 
-HOSTS = ("host-a", "host-b", "host-c")
-HOST_HEADER = "X-Agora-Host"
 INSERT_C1 = {"t": "cell_insert", "id": "c1", "pos": "m", "cell": {"cell_type": "code", "source": "hello"}}
 IDS = [f"nb-{i:02d}" for i in range(30)]
 
@@ -207,81 +215,11 @@ def test_starts_unprivileged_from_an_empty_prefix() -> None:
 # ---- real hosts behind nginx -----------------------------------------------------------------
 
 
-def start_hosts(base: Path, names: tuple[str, ...] = HOSTS) -> list[ServerProcess]:
-    """Agora hosts with their own data dirs, one secret and one API key, named by AGORA_HOST_ID."""
-    hosts: list[ServerProcess] = []
-    try:
-        for name in names:
-            (base / name).mkdir(parents=True)
-            host = ServerProcess(data_dir=base / name / "data", extra_env={"AGORA_HOST_ID": name})
-            host.start()
-            hosts.append(host)
-    except BaseException:
-        stop_hosts(hosts)
-        raise
-    return hosts
-
-
-def stop_hosts(hosts: list[ServerProcess]) -> None:
-    """Stop every host still running; their logs must hold no traceback."""
-    for host in hosts:
-        if host.proc is not None and host.proc.poll() is None:
-            host.stop()
-    for host in hosts:
-        assert "Traceback" not in host.log(), host.log()[-4000:]
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NginxProcess, list[ServerProcess]]]:
     """Three hosts behind one nginx, shared by the tests that leave every host running."""
-    hosts = start_hosts(tmp_path_factory.mktemp("cluster"))
-    try:
-        with running_proxy([h.port for h in hosts]) as proxy:
-            yield proxy, hosts
-    finally:
-        stop_hosts(hosts)
-
-
-def host_of(resp: httpx.Response) -> str:
-    assert resp.status_code < 500, (resp.status_code, resp.text[:300])
-    return resp.headers[HOST_HEADER]
-
-
-def upgrade_host(
-    port: int, notebook_id: str, token: str = "x", tls: ssl.SSLContext | None = None
-) -> tuple[int, str]:
-    """A raw WebSocket handshake through `port`: (status, X-Agora-Host of the answer)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        sock = tls.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw
-        sock.sendall(
-            f"GET /api/v1/notebooks/{notebook_id}/ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(4096)
-            assert chunk, head
-            head += chunk
-    lines = head.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-    return int(lines[0].split()[1]), headers.get(HOST_HEADER.lower(), "")
-
-
-def mint(host: ServerProcess, nb: str) -> str:
-    """An editor token, minted where the notebook is (the file store is per host; with a shared
-    store any host would do, as every host signs with the same AGORA_SECRET)."""
-    resp = httpx.post(
-        f"{host.base_url}/api/v1/tokens",
-        headers=host.headers,
-        json={"notebook": nb, "user": {"id": "u1"}, "role": "editor"},
-    )
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["token"])
-
-
-def notebook_hosts(client: httpx.Client, ids: list[str]) -> dict[str, str]:
-    return {nb: host_of(client.get(f"/api/v1/notebooks/{nb}")) for nb in ids}
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as proxy_and_hosts:
+        yield proxy_and_hosts
 
 
 def test_host_id_header_and_healthz_through_the_proxy(
