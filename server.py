@@ -283,7 +283,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
         await TCPServer(asgi, hconfig, context, ConnectionState(dict(lifespan_state)), stream)  # type: ignore[arg-type]
 
     async def on_sync(conn: object, head: bytes) -> None:
-        if shared and await refuse_sync_if_not_owner(engine, conn, head):  # type: ignore[arg-type]
+        if shared and await refuse_sync_if_not_owner(engine, conn, head, host_id):  # type: ignore[arg-type]
             listener.close_socket(conn)  # type: ignore[arg-type]
             return
         await serve_sync(conn, head, engine.room, sync_config)  # type: ignore[arg-type]

@@ -86,8 +86,11 @@ class OwnerGuard:
         await self.app(scope, receive, send_with_retry_after)
 
 
-async def refuse_sync_if_not_owner(engine: Engine, sock: socket.socket, head: bytes) -> bool:
-    """For a WebSocket upgrade of a notebook owned elsewhere: write the 503 and return True."""
+async def refuse_sync_if_not_owner(
+    engine: Engine, sock: socket.socket, head: bytes, host_id: str = ""
+) -> bool:
+    """For a WebSocket upgrade of a notebook owned elsewhere: write the 503 (with `X-Agora-Host`
+    when `host_id` is set) and return True."""
     try:
         target = head.split(b" ", 2)[1].decode("latin-1")
     except IndexError:
@@ -96,9 +99,14 @@ async def refuse_sync_if_not_owner(engine: Engine, sock: socket.socket, head: by
     if notebook_id is None or not await owned_elsewhere(engine, notebook_id):
         return False
     body = not_owner_body()
+    host = f"x-agora-host: {host_id}\r\n".encode("latin-1", "replace") if host_id else b""
     response = (
         b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
-        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        + host
+        + b"connection: close\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
     )
     view = memoryview(response)
     with trio.move_on_after(2):

@@ -114,6 +114,7 @@ async def test_second_host_answers_not_owner_and_other_routes_work(start_host: H
             assert (r.status_code, r.headers.get("retry-after")) == (503, "1")
             status, headers, body = await upgrade_answer(b, f"/api/v1/notebooks/nb/ws?token={tok}")
             assert (status, headers["retry-after"]) == (503, "1") and b"not_owner" in body
+            assert headers["x-agora-host"]  # the host that refused says who it is
             assert (await http_b.get("/api/v1/notebooks")).status_code == 200
             await token(http_b, "nb", user="u2")
             assert (await http_a.get("/api/v1/notebooks/nb/content")).status_code == 200
