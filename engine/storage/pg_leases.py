@@ -35,6 +35,16 @@ from engine.storage.base import StorageError
 
 log = logging.getLogger("agora.leases")
 
+# A dead peer (network partition, vanished database host) is noticed in ~20 s by TCP
+# keepalives instead of hanging a connection for the kernel's default two hours.
+CONNECT_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+}
+
 Connect = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 
 ALIVE = (
@@ -84,7 +94,7 @@ class HostLeases:
 
     def _register(self) -> None:
         """(Blocking) open a keeper connection and insert this host under a fresh id."""
-        keeper = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        keeper = psycopg.connect(self.url, autocommit=True, **CONNECT_OPTIONS)
         host_id = secrets.token_hex(8)
         keeper.execute(
             "INSERT INTO agora_hosts (id, pid, backend_start, heartbeat)"

@@ -35,7 +35,7 @@ from engine.ot.model import Notebook, notebook_from_state, notebook_to_state
 from engine.records import CommittedOp
 from engine.storage.base import NotebookExists, NotebookInfo, NotebookNotFound, Recovered, StorageError
 from engine.storage.files import check_id, replay
-from engine.storage.pg_leases import HostLeases, Lease
+from engine.storage.pg_leases import CONNECT_OPTIONS, HostLeases, Lease
 from engine.storage.pg_schema import migrate
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class PostgresStorage:
                 url,
                 min_size=1,
                 max_size=pool_size,
-                kwargs={"autocommit": True},
+                kwargs={"autocommit": True, **CONNECT_OPTIONS},
                 timeout=10.0,
                 open=True,
                 name="agora",
