@@ -81,6 +81,7 @@ class _Execution:
     run: Run
     output: CellOutput
     reply: Message | None = None
+    busy: trio.Event = field(default_factory=trio.Event)  # the kernel started executing it
     idle: trio.Event = field(default_factory=trio.Event)
     ended: trio.Event = field(default_factory=trio.Event)
 
@@ -208,6 +209,11 @@ class KernelSession:
         """Interrupt the running cell; a kernel that ignores it is restarted after the grace."""
         execution, kernel = self.current, self.kernel
         if execution is None or kernel is None or self.state != "busy":
+            return
+        # A signal that arrives before the kernel took the request up would be lost.
+        with trio.move_on_after(self.settings.interrupt_grace):
+            await execution.busy.wait()
+        if self.current is not execution or self.kernel is not kernel:
             return
         await kernel.interrupt()
         if self._nursery is not None:
@@ -431,9 +437,12 @@ class KernelSession:
             )
         elif kind == "clear_output":
             out.clear_output(bool(content.get("wait")))
-        elif kind == "status" and content.get("execution_state") == "idle":
-            execution.idle.set()
-            self._wake_run.set()
+        elif kind == "status":
+            if content.get("execution_state") == "busy":
+                execution.busy.set()
+            elif content.get("execution_state") == "idle":
+                execution.idle.set()
+                self._wake_run.set()
             return
         else:
             return
