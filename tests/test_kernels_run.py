@@ -80,8 +80,14 @@ async def test_print_error_aborts_rest_and_viewers_see_it_live(
 
 
 async def test_png_display_updated_from_another_cell(kserver: ServerProcess, http: httpx.AsyncClient) -> None:
-    show = f"from IPython.display import display\nh = display({{'image/png': '{PNG}', 'text/plain': 'v1'}}, raw=True, display_id='pic')"
-    update = "from IPython.display import update_display\nupdate_display({'text/plain': 'v2'}, raw=True, display_id='pic')"
+    show = (
+        "from IPython.display import display\n"
+        f"h = display({{'image/png': '{PNG}', 'text/plain': 'v1'}}, raw=True, display_id='pic')"
+    )
+    update = (
+        "from IPython.display import update_display\n"
+        "update_display({'text/plain': 'v2'}, raw=True, display_id='pic')"
+    )
     await create(http, "disp", {"show": show, "update": update})
     r = await http.post("/api/v1/notebooks/disp/execute", json={"cells": ["show", "update"], "wait": True})
     assert r.status_code == 200, r.text
