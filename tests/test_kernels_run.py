@@ -171,13 +171,19 @@ async def test_interrupt_stops_sleep_and_the_kernel_keeps_its_state(
     kserver: ServerProcess, http: httpx.AsyncClient
 ) -> None:
     await create(
-        http, "intr", {"set": "x = 41", "sleep": "import time\ntime.sleep(60)", "get": "print(x + 1)"}
+        http,
+        "intr",
+        {
+            "set": "x = 41",
+            "sleep": "import time\nprint('zz', flush=True)\ntime.sleep(60)",
+            "get": "print(x + 1)",
+        },
     )
     async with SyncClient.connect(kserver.ws_url("intr", await token(http, "intr"))) as ed:
         await ed.start()
         await run_ws(ed, ["set"])
         await ed.send({"type": "execute", "cells": ["sleep"]})
-        await pump_until(ed, lambda: cell(ed, "sleep").exec_state == "running")
+        await pump_until(ed, lambda: text_of(cell(ed, "sleep")) == "zz\n")
         started = trio.current_time()
         await ed.send({"type": "interrupt"})
         await pump_until_final(ed, ["sleep"])

@@ -84,6 +84,8 @@ class KernelService:
     async def _serve(self, session: KernelSession, task_status: trio.TaskStatus[None]) -> None:
         try:
             await session.serve(task_status=task_status)
+        except Exception:  # one notebook's kernel must never take the server down
+            log.exception("notebook %s: kernel session failed", session.notebook_id)
         finally:
             if self.sessions.get(session.notebook_id) is session:
                 del self.sessions[session.notebook_id]

@@ -24,6 +24,7 @@ from jupyter_client.manager import KernelManager
 from engine.kernels.channels import Channel, Codec
 
 DEFAULT_KERNEL = "python3"
+IOPUB_BACKLOG = 250_000  # iopub messages held in zmq's queue before the reader takes them
 
 
 def resolve_kernel_name(wanted: object) -> str:
@@ -67,6 +68,9 @@ class KernelProcess:
             sock: zmq.Socket[bytes] = context.socket(kind)
             sock.linger = 0
             if subscribe:
+                # Take iopub off the wire at once, whatever the trio loop does: past the high-water
+                # mark a PUB socket drops messages (the per-cell caps bound what is kept).
+                sock.setsockopt(zmq.RCVHWM, IOPUB_BACKLOG)
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
             else:
                 sock.setsockopt(zmq.IDENTITY, identity)

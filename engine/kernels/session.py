@@ -199,7 +199,7 @@ class KernelSession:
 
     async def start(self) -> None:
         """Start the kernel when none runs (no-op otherwise). `Unavailable` on failure."""
-        if self.live:
+        if self.kernel is not None and self.state in ("idle", "busy"):
             return
         if not self.may_start():
             raise Unavailable("the server runs as many kernels as it may; try later", code="kernel_limit")
@@ -274,12 +274,12 @@ class KernelSession:
                     )
                     await self.shutdown("the kernel was idle too long")
                 continue
-            if not self.live:
+            if self.kernel is None or self.state in ("none", "dead", "starting"):
                 try:
                     await self._start()
                 except Unavailable as exc:
                     await self._abort_queue(exc.message)
-                    continue
+                continue  # the queue may have changed meanwhile (a restart aborts it)
             cell, run = self.queue.popleft()
             try:
                 await self._run_cell(cell, run)
@@ -289,11 +289,13 @@ class KernelSession:
             self.last_active = trio.current_time()
 
     async def _start(self) -> None:
-        async with self._start_lock:
-            if not self.live:
+        async with self._start_lock:  # a second caller waits for the first one's kernel
+            if self.kernel is None or self.state in ("none", "dead"):
                 await self._launch()
 
     async def _launch(self) -> None:
+        if self.kernel is not None:  # died while idle: reap it first
+            await self._stop_kernel("the kernel died")
         self._set_state("starting")
         wanted = await self.sink.read(lambda nb: (nb.metadata.get("kernelspec") or {}).get("name"))
         self.name = await trio.to_thread.run_sync(resolve_kernel_name, wanted)
@@ -326,7 +328,8 @@ class KernelSession:
         self._set_state("idle")
 
     async def _wait_ready(self, kernel: KernelProcess) -> None:
-        """kernel_info until it answers and its iopub is seen (no output lost to a late subscription)."""
+        """kernel_info until its status shows on iopub: only then is our subscription live, and no
+        output can be lost to it (a zmq SUB socket drops what is published before it joined)."""
         while True:
             if self._stopped is not None:
                 raise KernelStopped(self._stopped)
@@ -374,9 +377,7 @@ class KernelSession:
         msg = self._decode(kernel, frames)
         if msg is None or msg.parent_id is None:
             return
-        if msg.msg_type == "kernel_info_reply" and msg.parent_id in self._kernel_info:
-            self._kernel_info[msg.parent_id].set()
-        elif msg.msg_type == "execute_reply":
+        if msg.msg_type == "execute_reply":
             execution = self._executions.get(msg.parent_id)
             if execution is not None:
                 execution.reply = msg
@@ -491,7 +492,12 @@ class KernelSession:
 
     async def _run_cell(self, cell: str, run: Run) -> None:
         kernel = self.kernel
-        assert kernel is not None
+        if kernel is None:  # stopped between the start and this cell (a restart raced it)
+            await self._commit(
+                lambda nb: [{"t": "exec_state", "id": cell, "state": "aborted"}] if cell in nb.cells else []
+            )
+            run.finish_one()
+            return
         source = await self.sink.read(
             lambda nb: (
                 nb.cells[cell].source
@@ -546,9 +552,8 @@ class KernelSession:
             execution.ended.set()
         if self.kernel is kernel and self._stopped is None:
             self._set_state("idle")
-        elif self._stopped is not None and self.kernel is kernel:
-            await self._abort_queue("the kernel stopped before this cell ran")
-            await self._stop_kernel(self._stopped)
+        elif self._stopped is not None and self.kernel is kernel:  # died: reap it
+            await self._stop_kernel(self._stopped, abort=False)
             if self.state != "none":
                 self._set_state("dead")
 
@@ -565,10 +570,10 @@ class KernelSession:
             stopped = None
         else:
             state, count, stopped = "error", None, self._stopped or "the kernel stopped"
-        rest: list[str] = []
-        if state == "error":
-            rest = [cid for cid, r in self.queue if r is run]
-            self.queue = deque(item for item in self.queue if item[1] is not run)
+        # An error aborts the rest of its request; a stopped kernel, everything queued now.
+        doomed = [item for item in self.queue if stopped is not None or (state == "error" and item[1] is run)]
+        self.queue = deque(item for item in self.queue if item not in doomed)
+        rest = [cid for cid, _ in doomed]
 
         def build(nb: Notebook) -> list[Component]:
             comps = out.take(trio.current_time())
@@ -595,13 +600,19 @@ class KernelSession:
         metrics.KERNEL_EXECUTIONS.labels(state).inc()
         metrics.KERNEL_OUTPUT_BYTES.labels("committed").inc(out.committed_bytes)
         metrics.KERNEL_OUTPUT_BYTES.labels("dropped").inc(out.dropped_bytes)
-        for _ in range(1 + len(rest)):
-            run.finish_one()
-        if rest:
+        run.finish_one()
+        for _, other in doomed:
+            other.finish_one()
+        if doomed:
             self._announce()
 
-    async def _abort_queue(self, message: str) -> None:
-        items, self.queue = list(self.queue), deque()
+    async def _abort_queue(self, message: str, only: list[tuple[str, Run]] | None = None) -> None:
+        """End queued cells in `aborted` (all of them, or those of `only` still queued)."""
+        if only is None:
+            items, self.queue = list(self.queue), deque()
+        else:
+            items = [item for item in self.queue if any(item is o for o in only)]
+            self.queue = deque(item for item in self.queue if not any(item is o for o in only))
         if not items:
             return
         log.info("notebook %s: %d queued cells aborted: %s", self.notebook_id, len(items), message)
@@ -658,11 +669,14 @@ class KernelSession:
                 except Unavailable as exc:
                     log.error("notebook %s: restart failed: %s", self.notebook_id, exc.message)
 
-    async def _stop_kernel(self, reason: str) -> None:
-        """Take the current kernel down (its running cell ends with `reason`, queued cells abort)."""
+    async def _stop_kernel(self, reason: str, *, abort: bool = True) -> None:
+        """Take the current kernel down: its running cell ends with `reason` and (with `abort`)
+        the cells queued now end aborted; cells queued meanwhile run on the next kernel."""
         kernel = self.kernel
         if kernel is None:
             return
+        self.kernel = None  # claimed: nobody else shuts this one down
+        doomed = list(self.queue) if abort else []
         if self._stopped is None:
             self._stopped = reason
         self._wake_run.set()
@@ -670,7 +684,6 @@ class KernelSession:
         if execution is not None:  # let the run task write the cell's end first
             with trio.move_on_after(5.0):
                 await execution.ended.wait()
-        self.kernel = None
         if self._kernel_scope is not None:
             self._kernel_scope.cancel()
             self._kernel_scope = None
@@ -678,7 +691,7 @@ class KernelSession:
         metrics.KERNELS.dec()
         with trio.CancelScope(shield=True), trio.move_on_after(5.0):
             try:
-                await self._abort_queue(reason)
+                await self._abort_queue(reason, doomed)
             except (NotFound, Unavailable):
                 pass
         if self.state in ("starting", "idle", "busy"):
