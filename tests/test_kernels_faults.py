@@ -189,3 +189,53 @@ async def test_outputs_survive_a_restart_and_sigterm_leaves_no_kernel_behind(tmp
         if server.proc is not None and server.proc.poll() is None:
             server.stop(signal.SIGKILL)
     assert "Traceback" not in server.log(), server.log()[-4000:]
+
+
+async def test_kernel_limit_and_idle_culling(tmp_path: Path) -> None:
+    server = ServerProcess(
+        data_dir=tmp_path / "data", extra_args=["--max-kernels", "1", "--kernel-idle-timeout", "2"]
+    )
+    server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, headers=server.headers, timeout=60) as http:
+            await create(http, "one", {"a": "print(1)"})
+            await create(http, "two", {"a": "print(2)"})
+            r = await http.post("/api/v1/notebooks/one/execute", json={"cells": "all", "wait": True})
+            assert r.json()["results"][0]["state"] == "done"
+            r = await http.post("/api/v1/notebooks/two/execute", json={"cells": "all"})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "kernel_limit"
+            async with SyncClient.connect(server.ws_url("two", await token(http, "two"))) as ed:
+                await ed.start()
+                await ed.send({"type": "execute", "cells": ["a"]})
+                error = await ed.until("error")
+                assert error["code"] == "kernel_limit"  # and the connection stays open
+                await ed.send({"type": "ping"})
+                await ed.until("pong")
+            with trio.fail_after(20):  # idle for 2 s: shut down, and the slot is free again
+                while (await http.get("/api/v1/notebooks/one/kernel")).json()["state"] != "none":
+                    await trio.sleep(0.2)
+            r = await http.post("/api/v1/notebooks/two/execute", json={"cells": "all", "wait": True})
+            assert r.json()["results"][0]["outputs"][0]["text"] == "2\n"
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            assert server.stop() == 0
+    assert "Traceback" not in server.log(), server.log()[-4000:]
+
+
+async def test_input_whose_requester_left_ends_in_an_error(
+    kserver: ServerProcess, khttp: httpx.AsyncClient
+) -> None:
+    await create(khttp, "left", {"ask": "x = input('? ')"})
+    async with SyncClient.connect(kserver.ws_url("left", await token(khttp, "left"))) as ed:
+        await ed.start()
+        await ed.send({"type": "execute", "cells": ["ask"]})
+        await ed.until("input_request", 30)
+    with trio.fail_after(30):
+        while True:
+            content = (await khttp.get("/api/v1/notebooks/left/content")).json()
+            (ask,) = content["cells"]
+            if ask["outputs"] and any(o.get("ename") == "KeyboardInterrupt" for o in ask["outputs"]):
+                break
+            await trio.sleep(0.2)
+    assert "has gone" in ask["outputs"][0]["text"]
+    assert (await khttp.get("/api/v1/notebooks/left/kernel")).json()["state"] == "idle"
