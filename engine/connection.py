@@ -193,7 +193,9 @@ async def _serve_sync(
         return
 
     peer = Peer(sock, config.fanout)
-    member = Member(peer=peer, role=claims.role, client=client, user=dict(claims.user))
+    kernels = config.kernels
+    greeting = (lambda: kernels.frame(notebook_id) or b"") if kernels is not None else None
+    member = Member(peer=peer, role=claims.role, client=client, user=dict(claims.user), greeting=greeting)
     peer.on_close = lambda _peer: room.detach(member)
     try:
         with peer.cancel_scope:

@@ -72,6 +72,17 @@ async def test_print_error_aborts_rest_and_viewers_see_it_live(
         assert "busy" in states
         kernel_frames = [m for m in viewer.received if m["type"] == "kernel"]
         assert all(set(m) == {"type", "state", "name", "queue", "running"} for m in kernel_frames)
+    async with SyncClient.connect(
+        kserver.ws_url("basic", await token(http, "basic", "viewer", "late"))
+    ) as late:
+        await late.start()  # a joining connection learns the kernel state right after its welcome
+        assert await late.recv() == {
+            "type": "kernel",
+            "state": "idle",
+            "name": "python3",
+            "queue": [],
+            "running": None,
+        }
     r = await http.get("/api/v1/notebooks/basic")
     assert r.json()["kernel"] == {"state": "idle", "name": "python3"}
     r = await http.get("/api/v1/notebooks/basic/content")
