@@ -3,6 +3,7 @@ server restarts (contract §2, §6 "kernel output is bounded", §8 output caps a
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -89,6 +90,16 @@ async def test_kernel_death_ends_cells_and_the_next_execute_starts_a_fresh_kerne
         r = await khttp.post("/api/v1/notebooks/dies/execute", json={"cells": ["after"], "wait": True})
         assert r.json()["results"][0]["outputs"][0]["text"] == "False\n"  # a fresh kernel
         assert (await khttp.get("/api/v1/notebooks/dies/kernel")).json()["state"] == "idle"
+        # killed from outside while idle: dead at once, reaped, and the next run starts a new one
+        (idle_kernel,) = kernel_pids(kserver.proc.pid) - old  # type: ignore[union-attr]
+        os.kill(idle_kernel, signal.SIGKILL)
+        with trio.fail_after(10):
+            while (await khttp.get("/api/v1/notebooks/dies/kernel")).json()["state"] != "dead":
+                await trio.sleep(0.05)
+            while alive(idle_kernel):
+                await trio.sleep(0.05)
+        r = await khttp.post("/api/v1/notebooks/dies/execute", json={"cells": ["after"], "wait": True})
+        assert r.json()["results"][0]["state"] == "done"
 
 
 async def test_a_kernel_that_ignores_sigint_is_restarted(

@@ -58,7 +58,7 @@ class KernelService:
                 await trio.sleep_forever()
         finally:
             self._accepting = False
-            self.context.term()
+            self.context.destroy(linger=0)  # closes any socket left, never blocks
 
     def running(self) -> int:
         """Kernels up now (starting, idle or busy)."""
@@ -99,9 +99,9 @@ class KernelService:
         return KernelStatus(session.state, session.name, [c for c, _ in session.queue], running)
 
     def frame(self, notebook_id: str) -> bytes | None:
-        """The current `kernel` frame of a notebook that has a session."""
+        """The current `kernel` frame of a notebook that has had a kernel here (else None)."""
         session = self.sessions.get(notebook_id)
-        return session.frame() if session is not None else None
+        return session.frame() if session is not None and session.name is not None else None
 
     async def execute(self, notebook_id: str, cells: list[str] | None, requester: Requester | None) -> Run:
         """Queue cells (all code cells when None); see `KernelSession.execute`."""

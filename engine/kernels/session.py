@@ -362,7 +362,13 @@ class KernelSession:
                     )
                     self._set_state("dead")
                     self._wake_run.set()
+                    if self.current is None and self._nursery is not None:  # died while idle
+                        self._nursery.start_soon(self._reap, kernel)
                 nursery.cancel_scope.cancel()
+
+    async def _reap(self, kernel: KernelProcess) -> None:
+        if self.kernel is kernel and self._stopped is not None:
+            await self._stop_kernel(self._stopped)
 
     # -- message handlers (synchronous, called by the receiving tasks) -----------------------------
 

@@ -73,6 +73,13 @@ class RoomSink:
                     doc.commit_local(chunk, KERNEL_CLIENT, KERNEL_USER, int(time.time() * 1000))
                 except Rejected as exc:
                     log.warning("notebook %s: kernel output rejected: %s", self.notebook_id, exc.message)
+                    # e.g. the notebook is at its size cap: the cells' run state must still land
+                    states = [c for c in chunk if c["t"] in ("exec_state", "exec_count")]
+                    if states:
+                        try:
+                            doc.commit_local(states, KERNEL_CLIENT, KERNEL_USER, int(time.time() * 1000))
+                        except Rejected:
+                            pass
 
         await room.call(apply)
 
