@@ -7,6 +7,7 @@ its own kernel.
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -257,6 +258,12 @@ async def test_kernel_control_routes(kserver: ServerProcess, http: httpx.AsyncCl
     assert r.json()["state"] == "idle"
     r = await http.post("/api/v1/notebooks/ctl/execute", json={"cells": ["b"], "wait": True})
     assert r.json()["results"][0]["outputs"][-1]["ename"] == "NameError"  # a fresh kernel
+    assert kserver.proc is not None
+    fds = len(os.listdir(f"/proc/{kserver.proc.pid}/fd"))
+    for _ in range(4):  # no fd (sockets, pidfds, event loops) outlives its kernel
+        r = await http.post("/api/v1/notebooks/ctl/kernel", json={"action": "restart"})
+        assert r.json()["state"] == "idle"
+    assert len(os.listdir(f"/proc/{kserver.proc.pid}/fd")) <= fds + 2
     r = await http.post("/api/v1/notebooks/ctl/kernel", json={"action": "shutdown"})
     assert r.json()["state"] == "none"
     r = await http.post("/api/v1/notebooks/ctl/kernel", json={"action": "explode"})

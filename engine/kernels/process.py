@@ -1,25 +1,30 @@
-"""A kernel process: launched, interrupted and shut down by jupyter_client's `KernelManager`.
+"""A kernel process: launched, interrupted and shut down by jupyter_client's `AsyncKernelManager`.
 
-Only those blocking calls are used from jupyter_client (in `trio.to_thread`); the messaging is
-ours (`engine.kernels.channels`). The process runs in its own session (process group), in the
-notebook's working directory, with `RLIMIT_AS` set before exec when a memory cap is given, with
-no `AGORA_*` variable in its environment, and stdout/stderr sent to /dev/null (its output
-reaches the notebook over iopub). Death is seen at once through a pidfd.
+Only those calls are used from jupyter_client, each run to completion by `asyncio.run` in a
+worker thread (`trio.to_thread`): a fresh event loop that is closed again, so nothing of asyncio
+outlives the call (jupyter_client's blocking `KernelManager` would leave one unclosed loop per
+call in trio's worker threads). The messaging is ours (`engine.kernels.channels`).
+
+The process runs in its own session (process group), in the notebook's working directory,
+with `RLIMIT_AS` set before exec when a memory cap is given, with no `AGORA_*` variable in its
+environment, and stdout/stderr sent to /dev/null (its output reaches the notebook over iopub).
+Death is seen at once through a pidfd.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 import zmq
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager
 
 from engine.kernels.channels import Channel, Codec
 
@@ -48,6 +53,15 @@ def _limit_memory(limit: int | None) -> Callable[[], None] | None:
     return apply
 
 
+def _in_new_loop(awaitable: Awaitable[Any]) -> Any:
+    """Run one jupyter_client coroutine to completion on a fresh asyncio loop (blocking)."""
+
+    async def main() -> Any:
+        return await awaitable
+
+    return asyncio.run(main())
+
+
 def _kernel_env() -> dict[str, str]:
     """The server's environment without Agora's secrets and settings."""
     return {k: v for k, v in os.environ.items() if not k.startswith("AGORA_")}
@@ -56,7 +70,7 @@ def _kernel_env() -> dict[str, str]:
 class KernelProcess:
     """A started kernel with its four channels. Use `launch`; `close` after it ended."""
 
-    def __init__(self, km: KernelManager, context: zmq.Context[zmq.Socket[bytes]]) -> None:
+    def __init__(self, km: AsyncKernelManager, context: zmq.Context[zmq.Socket[bytes]]) -> None:
         self.km = km
         info: dict[str, Any] = dict(km.get_connection_info())
         key = info["key"] if isinstance(info["key"], bytes) else str(info["key"]).encode()
@@ -97,20 +111,22 @@ class KernelProcess:
     ) -> KernelProcess:
         """Start kernel `name` (a kernelspec) and connect to it. Raises OSError/RuntimeError."""
 
-        def start() -> KernelManager:
+        def start() -> AsyncKernelManager:
             cwd.mkdir(parents=True, exist_ok=True)
             connection_dir.mkdir(parents=True, exist_ok=True)
-            km = KernelManager(kernel_name=name)
+            km = AsyncKernelManager(kernel_name=name)
             km.transport = "tcp"
             km.ip = "127.0.0.1"
             km.connection_file = str(connection_dir / f"kernel-{os.urandom(6).hex()}.json")
-            km.start_kernel(
-                cwd=str(cwd),
-                env=_kernel_env(),
-                preexec_fn=_limit_memory(memory),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
+            _in_new_loop(
+                km.start_kernel(
+                    cwd=str(cwd),
+                    env=_kernel_env(),
+                    preexec_fn=_limit_memory(memory),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    stdin=subprocess.DEVNULL,
+                )
             )
             return km
 
@@ -118,7 +134,7 @@ class KernelProcess:
         try:
             return cls(km, context)
         except BaseException:
-            await trio.to_thread.run_sync(lambda: km.shutdown_kernel(now=True))
+            await trio.to_thread.run_sync(lambda: _in_new_loop(km.shutdown_kernel(now=True)))
             raise
 
     async def wait_exit(self) -> int | None:
@@ -138,7 +154,7 @@ class KernelProcess:
             _, frames = self.codec.request("interrupt_request", {})
             self.control.send(frames)
         else:
-            await trio.to_thread.run_sync(self.km.interrupt_kernel)
+            await trio.to_thread.run_sync(lambda: _in_new_loop(self.km.interrupt_kernel()))
 
     def close_channels(self) -> None:
         """Close the sockets (their receiving tasks must have ended)."""
@@ -159,9 +175,9 @@ class KernelProcess:
 
         def stop() -> None:
             try:
-                km.shutdown_kernel(now=now)
+                _in_new_loop(km.shutdown_kernel(now=now))
             except Exception:  # already gone: make sure it is reaped and its files removed
-                km.cleanup_resources()
+                _in_new_loop(km.cleanup_resources())
             if process is not None:
                 process.kill()
                 process.wait()
