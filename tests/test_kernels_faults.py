@@ -250,3 +250,21 @@ async def test_input_whose_requester_left_ends_in_an_error(
             await trio.sleep(0.2)
     assert "has gone" in ask["outputs"][0]["text"]
     assert (await khttp.get("/api/v1/notebooks/left/kernel")).json()["state"] == "idle"
+
+
+async def test_deleting_a_notebook_stops_its_running_kernel(
+    kserver: ServerProcess, khttp: httpx.AsyncClient
+) -> None:
+    await create(khttp, "gone", {"long": "import time\nprint('x', flush=True)\ntime.sleep(60)"})
+    assert kserver.proc is not None
+    before = kernel_pids(kserver.proc.pid)
+    await khttp.post("/api/v1/notebooks/gone/execute", json={"cells": "all"})
+    with trio.fail_after(20):
+        while (await khttp.get("/api/v1/notebooks/gone/kernel")).json()["running"] != "long":
+            await trio.sleep(0.05)
+    (pid,) = kernel_pids(kserver.proc.pid) - before
+    assert (await khttp.delete("/api/v1/notebooks/gone")).status_code == 204
+    with trio.fail_after(20):
+        while alive(pid):
+            await trio.sleep(0.05)
+    assert (await khttp.get("/api/v1/notebooks/gone/kernel")).status_code == 404

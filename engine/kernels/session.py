@@ -651,7 +651,10 @@ class KernelSession:
             ]
             try:
                 await self._commit(_take_all(ready, now))
-            except (NotFound, Unavailable) as exc:
+            except NotFound:  # the notebook was deleted: its output has nowhere to go
+                for out in ready:
+                    out.take(now)
+            except Unavailable as exc:  # closing or failing storage: retry a little later
                 log.warning("notebook %s: kernel output not committed: %s", self.notebook_id, exc.message)
                 await trio.sleep(0.5)
 
