@@ -13,6 +13,12 @@ server and kernel CPU, iopub messages decoded, output bytes committed and droppe
 Scenario "many": --notebooks notebooks each run the same flood at once for --multi-duration
 seconds (no viewers): loop lag p99 and server CPU.
 
+Scenario "steps" (in-process, no sockets to viewers): the engine and the kernel service run in
+this process on an in-memory store while one cell floods for --duration seconds; a trio
+instrument records the CPU time (`time.thread_time`, so not inflated when the OS preempts the
+process) of every task step. The longest step is the longest the loop was held by our code,
+whatever else runs on the machine; also CPU per iopub message.
+
 Prints one JSON line and a table; writes the JSON to bench-results/.
 """
 
@@ -23,11 +29,13 @@ import datetime as dt
 import json
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
 from loadtest.bench import (
     RESULTS,
@@ -160,6 +168,7 @@ def scenario_flood(args: argparse.Namespace, say: Any) -> dict[str, Any]:
                 "viewer_bytes_per_s": round((s1["bytes"] - s0["bytes"]) / n / wall, 1),
                 "server_cpu_pct": window["server_cpu_pct"],
                 "kernel_cpu_pct": round(100 * kernel_cpu / wall, 1),
+                "machine_busy_pct": window["machine_busy_pct"],
                 "iopub_messages_per_s": round(delta(m1, m0, "agora_kernel_iopub_messages_total") / wall, 1),
                 "output_bytes_committed": int(
                     delta(m1, m0, 'agora_kernel_output_bytes_total{fate="committed"}')
@@ -224,6 +233,71 @@ def scenario_many(args: argparse.Namespace, say: Any) -> dict[str, Any]:
     return res
 
 
+class _StepTimer(trio.abc.Instrument):
+    """CPU time of every trio task step (the time a task holds the loop)."""
+
+    def __init__(self) -> None:
+        self.started = time.thread_time()
+        self.longest = (0.0, "")
+        self.over_5ms = 0
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.started = time.thread_time()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        spent = time.thread_time() - self.started
+        self.steps += 1
+        self.over_5ms += spent > 0.005
+        if spent > self.longest[0]:
+            self.longest = (spent, task.name)
+
+
+async def _steps(seconds: float) -> dict[str, Any]:
+    from engine.engine import Engine
+    from engine.ipynb import import_notebook
+    from engine.kernels import KernelService, KernelSettings, RoomSink
+    from engine.metrics import REGISTRY
+    from engine.storage.memory import MemoryStorage
+    from tests.kernelkit import code_notebook
+
+    engine = Engine(MemoryStorage())
+    with tempfile.TemporaryDirectory(prefix="agora-bench-steps-") as tmp:
+        kernels = KernelService(KernelSettings(data_dir=Path(tmp)), lambda nid: RoomSink(engine, nid))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            await nursery.start(kernels.run)
+            nb = import_notebook(code_notebook({"flood": FLOOD.format(seconds=seconds)}))
+            await engine.create_notebook("nb", None, nb)
+            await kernels.control("nb", "start")
+            before = REGISTRY.get_sample_value("agora_kernel_iopub_messages_total") or 0.0
+            timer = _StepTimer()
+            cpu0 = time.thread_time()
+            trio.lowlevel.add_instrument(timer)
+            run = await kernels.execute("nb", None, None)
+            await run.done.wait()
+            trio.lowlevel.remove_instrument(timer)
+            cpu = time.thread_time() - cpu0
+            messages = (REGISTRY.get_sample_value("agora_kernel_iopub_messages_total") or 0.0) - before
+            await kernels.shutdown_all()
+            nursery.cancel_scope.cancel()
+    return {
+        "scenario": "steps",
+        "iopub_messages": int(messages),
+        "loop_cpu_s": round(cpu, 3),
+        "cpu_us_per_iopub_message": round(1e6 * cpu / messages, 1) if messages else None,
+        "task_steps": timer.steps,
+        "steps_over_5ms": timer.over_5ms,
+        "longest_step_ms": round(1000 * timer.longest[0], 2),
+        "longest_step_task": timer.longest[1],
+    }
+
+
+def scenario_steps(args: argparse.Namespace, say: Any) -> dict[str, Any]:
+    say(f"[steps] one flooding kernel in-process for {args.duration:.0f} s ...")
+    return trio.run(_steps, args.duration)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loadtest.bench_kernels", description=__doc__.split("\n\n")[0])
     p.add_argument("--viewers", type=int, default=500)
@@ -233,7 +307,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=30.0, help="seconds of flood with editing")
     p.add_argument("--notebooks", type=int, default=16, help="kernels flooding at once in 'many'")
     p.add_argument("--multi-duration", type=float, default=15.0)
-    p.add_argument("--scenario", choices=("both", "flood", "many"), default="both")
+    p.add_argument("--scenario", choices=("all", "flood", "many", "steps"), default="all")
     p.add_argument("--viewer-procs", type=int, default=2)
     p.add_argument("--fsync", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--json-only", action="store_true")
@@ -252,15 +326,17 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "kernels",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    if args.scenario in ("both", "flood"):
+    if args.scenario in ("all", "steps"):
+        result["steps"] = scenario_steps(args, say)
+    if args.scenario in ("all", "flood"):
         result["flood"] = scenario_flood(args, say)
-    if args.scenario in ("both", "many"):
+    if args.scenario in ("all", "many"):
         result["many"] = scenario_many(args, say)
     line = json.dumps(result)
     print(line)
     (RESULTS / f"kernels-{result['date'].replace(':', '')}.json").write_text(line + "\n")
     if not args.json_only:
-        for name in ("flood", "many"):
+        for name in ("steps", "flood", "many"):
             for key, value in result.get(name, {}).items():
                 print(f"{name:6} {key:26} {value}")
     return 0
