@@ -6,9 +6,9 @@ outlives the call (jupyter_client's blocking `KernelManager` would leave one unc
 call in trio's worker threads). The messaging is ours (`engine.kernels.channels`).
 
 The process runs in its own session (process group), in the notebook's working directory,
-with `RLIMIT_AS` set before exec when a memory cap is given, with no `AGORA_*` variable in its
-environment, and stdout/stderr sent to /dev/null (its output reaches the notebook over iopub).
-Death is seen at once through a pidfd.
+at nice +10 (below the server), with `RLIMIT_AS` set before exec when a memory cap is given,
+with no `AGORA_*` variable in its environment, and stdout/stderr sent to /dev/null (its output
+reaches the notebook over iopub). Death is seen at once through a pidfd.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from jupyter_client.manager import AsyncKernelManager
 from engine.kernels.channels import Channel, Codec
 
 DEFAULT_KERNEL = "python3"
+KERNEL_NICE = 10  # kernels run at a lower CPU priority than the server
 IOPUB_BACKLOG = 250_000  # iopub messages held in zmq's queue before the reader takes them
 
 
@@ -43,12 +44,12 @@ def resolve_kernel_name(wanted: object) -> str:
     return DEFAULT_KERNEL
 
 
-def _limit_memory(limit: int | None) -> Callable[[], None] | None:
-    if limit is None:
-        return None
-
+def _child_setup(limit: int | None) -> Callable[[], None]:
     def apply() -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        # Below the server's priority: a kernel that burns CPU must not starve the fan-out.
+        os.nice(KERNEL_NICE)
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     return apply
 
@@ -122,7 +123,7 @@ class KernelProcess:
                 km.start_kernel(
                     cwd=str(cwd),
                     env=_kernel_env(),
-                    preexec_fn=_limit_memory(memory),
+                    preexec_fn=_child_setup(memory),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     stdin=subprocess.DEVNULL,
