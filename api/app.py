@@ -43,6 +43,7 @@ def create_app(
     public_url: str = "",
     max_body_bytes: int = DEFAULT_MAX_BODY,
     kernel_service: KernelService | None = None,
+    host_id: str = "",
 ) -> QuartTrio:
     """Build the HTTP API around `engine`.
 
@@ -52,6 +53,7 @@ def create_app(
       scheme and host of the request are used.
     - `max_body_bytes`: larger request bodies get 413 `payload_too_large`.
     - `kernel_service` runs cells (`api.kernels`); without it those routes answer 503.
+    - `host_id` names this host in `GET /healthz` (several hosts behind a proxy).
     """
     app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -86,7 +88,12 @@ def create_app(
     install_context(
         app,
         ApiContext(
-            engine=engine, keys=keys, secret=secret, public_url=public_url, max_body_bytes=max_body_bytes
+            engine=engine,
+            keys=keys,
+            secret=secret,
+            public_url=public_url,
+            max_body_bytes=max_body_bytes,
+            host_id=host_id,
         ),
     )
     kernels.install_kernels(app, kernel_service)

@@ -240,6 +240,7 @@ class HealthResponse(BaseModel):
     """The server is ready."""
 
     status: Literal["ok"]
+    host: str = Field(description="This host's id (`--host-id`, default hostname:port), as in X-Agora-Host.")
 
 
 # ---- kernels -----------------------------------------------------------------------------------
