@@ -8,8 +8,10 @@ hypercorn for HTTP, and the sync WebSocket endpoint, all behind one listening po
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
@@ -35,10 +37,12 @@ from engine.connection import SyncConfig, serve_sync
 from engine.engine import Engine
 from engine.errors import Conflict
 from engine.fanout import FanoutLimits
+from engine.gate import Gate, GateLimits
 from engine.ipynb import import_notebook
 from engine.room import RoomConfig
 from engine.storage.disk import UnsafeNoSyncDisk
 from engine.storage.files import FileStorage
+from protocol import Limits as ProtocolLimits
 
 log = logging.getLogger("agora")
 
@@ -59,6 +63,7 @@ class Settings:
     keep_snapshots: int | None = None
     fsync: bool = True
     dev: bool = False
+    limits: ServeLimits = field(default_factory=lambda: ServeLimits())
 
 
 def _env_list(name: str) -> list[str]:
@@ -70,6 +75,86 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+# ---- limits (contract §1, §8): each a flag with an AGORA_* variable -------------------------
+
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SIZE_RE = re.compile(r"\A\s*([0-9]+(?:\.[0-9]+)?)\s*([kmg]?)(?:i?b)?\s*\Z", re.IGNORECASE)
+
+
+def _size(text: str) -> int:
+    """A byte count: `1048576`, `1MiB`, `32M`, `512k` (binary units)."""
+    match = _SIZE_RE.match(text)
+    value = int(float(match[1]) * _SIZE_UNITS[match[2].lower()]) if match else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a size of at least 1 byte: {text!r} (use bytes, or k/M/G)")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ServeLimits:
+    """The limits of `agora serve` (defaults in contract §8 and docs/operations.md)."""
+
+    max_connections: int = 10_000
+    ws_max_message: int = 1024 * 1024
+    http_max_body: int = 32 * 1024 * 1024
+    http_body_timeout: float = 15.0
+    notebook_max_bytes: int = 32 * 1024 * 1024
+    ws_byte_rate: int = 1024 * 1024
+    ws_byte_burst: int = 4 * 1024 * 1024
+    ws_msg_rate: float = 200.0
+    ws_msg_burst: float = 400.0
+    http_rate: float = 50.0
+    http_burst: float = 500.0
+
+
+_LIMIT_FLAGS: list[tuple[str, str, object, str]] = [  # (flag, type, default, meaning)
+    ("--max-connections", "count", 10_000, "open connections; beyond, 503 before any upgrade"),
+    ("--ws-max-message", "size", "1MiB", "largest WebSocket message; beyond, close 4413"),
+    ("--http-max-body", "size", "32MiB", "largest HTTP request body; beyond, 413 before reading it"),
+    ("--http-body-timeout", "rate", 15, "seconds a request body may make no progress; then 408"),
+    ("--notebook-max-bytes", "size", "32MiB", "notebook content cap: 413 on upload/PUT/copy, "
+     "reject notebook_too_large on ops"),
+    ("--ws-byte-rate", "size", "1MiB", "message bytes per second an editor connection is read at, sustained"),
+    ("--ws-byte-burst", "size", "4MiB", "message bytes a connection may send at once before that rate"),
+    ("--ws-msg-rate", "rate", 200, "messages per second per connection, sustained"),
+    ("--ws-msg-burst", "rate", 400, "messages a connection may send at once"),
+    ("--http-rate", "rate", 50, "HTTP requests per second per API key (429 beyond; 0: off; --dev: off)"),
+    ("--http-burst", "rate", 500, "HTTP requests an API key may make at once"),
+]
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    types = {"count": _positive_int, "size": _size, "rate": _rate}
+    for flag, kind, default, meaning in _LIMIT_FLAGS:
+        env = "AGORA_" + flag[2:].upper().replace("-", "_")
+        parser.add_argument(
+            flag,
+            type=types[kind],
+            metavar={"count": "N", "size": "BYTES", "rate": "X"}[kind],
+            default=os.environ.get(env),  # None: unset, the `ServeLimits` default applies
+            help=f"{meaning} (env {env}, default {default})",
+        )
+
+
+def limits_from(args: argparse.Namespace) -> ServeLimits:
+    """The parsed limit flags; `--dev` turns HTTP rate limiting off unless it was set."""
+    given = {
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+        for flag, *_ in _LIMIT_FLAGS
+        if getattr(args, flag[2:].replace("-", "_")) is not None
+    }
+    if args.dev:
+        given.setdefault("http_rate", 0.0)
+    return ServeLimits(**given)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -99,6 +184,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("AGORA_FSYNC", "1") == "0",
         help="skip fsync (benchmarks only: acknowledged ops may be lost on power failure)",
     )
+    _add_limit_flags(serve)
     keys = sub.add_parser("keys", help="manage API keys stored in the data dir")
     keys.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AGORA_DATA_DIR", "./data")))
     keys_sub = keys.add_subparsers(dest="action", required=True)
@@ -124,6 +210,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         keep_snapshots=args.keep_snapshots,
         fsync=not args.unsafe_no_fsync,
         dev=args.dev,
+        limits=limits_from(args),
     )
 
 
@@ -203,7 +290,20 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
     sock = listener.bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     base = settings.public_url or f"http://{settings.host}:{port}"
-    app = create_app(engine, keys=keys, secret=secret, public_url=base)
+    limits = settings.limits
+    app = create_app(
+        engine, keys=keys, secret=secret, public_url=base, max_body_bytes=limits.http_max_body
+    )
+    gate = Gate(
+        GateLimits(
+            max_connections=limits.max_connections,
+            http_max_body=limits.http_max_body,
+            http_body_timeout=limits.http_body_timeout,
+            http_rate=limits.http_rate,
+            http_burst=limits.http_burst,
+        ),
+        keys.verify,
+    )
     hconfig = HypercornConfig()
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
@@ -211,7 +311,15 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
     context = WorkerContext(None)
     lifespan_state: dict[str, object] = {}
     lifespan = Lifespan(asgi, hconfig, lifespan_state)
-    sync_config = SyncConfig(secret=secret, fanout=room_config.fanout)
+    sync_config = SyncConfig(
+        secret=secret,
+        limits=ProtocolLimits(max_message_bytes=limits.ws_max_message),
+        fanout=room_config.fanout,
+        rate=limits.ws_msg_rate,
+        burst=limits.ws_msg_burst,
+        byte_rate=limits.ws_byte_rate,
+        byte_burst=limits.ws_byte_burst,
+    )
 
     async def on_http(stream: trio.abc.Stream) -> None:
         await TCPServer(asgi, hconfig, context, ConnectionState(dict(lifespan_state)), stream)  # type: ignore[arg-type]
@@ -227,7 +335,8 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
             if settings.dev:  # before the port answers, so /healthz means the banner is out
                 await _prepare_dev(settings, engine, secret, base)
             async with trio.open_nursery() as front:
-                accepting = await front.start(listener.serve, sock, on_sync, on_http)
+                serve_front = functools.partial(listener.serve, gate=gate)
+                accepting = await front.start(serve_front, sock, on_sync, on_http)
                 log.info(
                     "agora serving on http://%s:%d (data dir %s)", settings.host, port, settings.data_dir
                 )

@@ -70,6 +70,8 @@ class SyncConfig:
     fanout: FanoutLimits = field(default_factory=FanoutLimits)
     rate: float = 200.0  # messages per second per connection, sustained
     burst: float = 400.0  # messages a connection may send at once
+    byte_rate: float = 1024 * 1024  # message bytes per second per connection, sustained
+    byte_burst: float = 4 * 1024 * 1024  # message bytes a connection may send at once
     handshake_timeout: float = 10.0
 
 
@@ -78,18 +80,21 @@ def _error_frame(code: str, message: str) -> bytes:
 
 
 class _Bucket:
-    """A token bucket: `take` says how long to wait before reading the next message."""
+    """A token bucket: `take` says how long to wait before reading the next message.
+
+    The debt of an oversized take is paid by waiting; the bucket never refuses.
+    """
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst = rate, burst
         self.tokens = burst
         self.stamp = time.monotonic()
 
-    def take(self) -> float:
+    def take(self, amount: float = 1.0) -> float:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        self.tokens -= 1
+        self.tokens -= amount
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
@@ -217,6 +222,7 @@ async def _read_loop(
     ws: WSConnection, sock: socket.socket, peer: Peer, member: Member, room: Room, config: SyncConfig
 ) -> None:
     bucket = _Bucket(config.rate, config.burst)
+    byte_bucket = _Bucket(config.byte_rate, config.byte_burst)
     parts: list[str] = []
     size = 0
     limit = config.limits.max_message_bytes
@@ -243,8 +249,8 @@ async def _read_loop(
                         continue
                     text = parts[0] if len(parts) == 1 else "".join(parts)
                     parts.clear()
+                    delay = max(bucket.take(), byte_bucket.take(len(text.encode("utf-8", "surrogatepass"))))
                     size = 0
-                    delay = bucket.take()
                     if delay:
                         await trio.sleep(delay)  # back-pressure: a flooding client is read slower
                     await _handle(text, peer, member, room, config)
