@@ -283,6 +283,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
         coalesce=settings.coalesce_ms / 1000,
         idle_timeout=settings.idle_timeout,
         fanout=FanoutLimits(),
+        notebook_max_bytes=settings.limits.notebook_max_bytes,
     )
     engine = Engine(storage, room_config)
     secret = load_or_create_secret(settings.data_dir, settings.secret)

@@ -34,6 +34,7 @@ from engine import metrics
 from engine.auth.tokens import TokenError, verify_token
 from engine.errors import EngineError, NotFound
 from engine.fanout import FanoutLimits, Peer, PeerClosed
+from engine.gate import drain_and_close
 from engine.listener import close_socket
 from engine.room import Member, Room
 from protocol import (
@@ -115,41 +116,68 @@ async def _send_all_now(sock: socket.socket, data: bytes, timeout: float) -> boo
     return False
 
 
-async def _linger_close(sock: socket.socket) -> None:
-    """Half-close, drain what the client still sends for up to a second, then close.
+async def _linger_close(sock: socket.socket, pending: list[memoryview], timeout: float = 1.0) -> None:
+    """Write what a closing peer still owes (the rest of a frame, the close frame), half-close,
+    drain what the client still sends, then close; all within `timeout` seconds.
 
     Closing with unread input makes the kernel send a reset, which can destroy the close frame
     we just wrote before the client reads it; draining first lets the close code arrive.
     """
-    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                if not sock.recv(65536):
+    with trio.CancelScope(shield=True), trio.move_on_after(timeout):
+        for chunk in pending:
+            view = chunk
+            while view:
+                # Read while waiting to write: a client busy sending (a flood, an oversized
+                # message) must be drained, or its full window blocks both directions.
+                try:
+                    view = view[sock.send(view) :]
+                    continue
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
                     break
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                break
+                await _wait_writable_draining(sock)
+        await drain_and_close(sock)
     close_socket(sock)
+
+
+async def _wait_writable_draining(sock: socket.socket) -> None:
+    """Wait until `sock` is writable, reading and dropping its input meanwhile."""
+    async with trio.open_nursery() as nursery:
+
+        async def drop_input() -> None:
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    if not sock.recv(65536):
+                        await trio.sleep_forever()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    await trio.sleep_forever()
+
+        nursery.start_soon(drop_input)
+        await trio.lowlevel.wait_writable(sock)
+        nursery.cancel_scope.cancel()
 
 
 async def serve_sync(
     sock: socket.socket, head: bytes, room_for: Callable[[str], Any], config: SyncConfig
 ) -> None:
     """Run one sync connection to its end and close its socket. `room_for` is `Engine.room`."""
+    closing: list[memoryview] = []
     try:
-        await _serve_sync(sock, head, room_for, config)
+        await _serve_sync(sock, head, room_for, config, closing)
     finally:
-        await _linger_close(sock)
+        await _linger_close(sock, closing)
 
 
 async def _serve_sync(
-    sock: socket.socket, head: bytes, room_for: Callable[[str], Any], config: SyncConfig
+    sock: socket.socket,
+    head: bytes,
+    room_for: Callable[[str], Any],
+    config: SyncConfig,
+    closing: list[memoryview],
 ) -> None:
     ws = WSConnection(ConnectionType.SERVER)
     try:
@@ -209,6 +237,7 @@ async def _serve_sync(
         peer.close(1011, exc.message)
     finally:
         room.detach(member)
+        closing.extend(peer.pending_close)
 
 
 async def _writer(peer: Peer) -> None:
