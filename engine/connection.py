@@ -116,7 +116,7 @@ async def _send_all_now(sock: socket.socket, data: bytes, timeout: float) -> boo
     return False
 
 
-async def _linger_close(sock: socket.socket, pending: list[memoryview], timeout: float = 1.0) -> None:
+async def _linger_close(sock: socket.socket, pending: list[memoryview], timeout: float = 2.0) -> None:
     """Write what a closing peer still owes (the rest of a frame, the close frame), half-close,
     drain what the client still sends, then close; all within `timeout` seconds.
 

@@ -35,6 +35,7 @@ __all__ = ["Member", "Room", "RoomConfig"]
 
 log = logging.getLogger("agora.room")
 T = TypeVar("T")
+TIME_SLICE = 0.005  # seconds of batch work between two yields to the other tasks
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +258,13 @@ class Room:
         before = self.doc.version
         after_durable: list[Callable[[], None]] = []
         now_ms = _now_ms()
+        slice_start = time.perf_counter()
         for item in batch:
+            if time.perf_counter() - slice_start > TIME_SLICE:
+                # Let other rooms and connections run: one notebook's batch of big ops must not
+                # hold the trio thread (nothing here is visible to anyone before the append).
+                await trio.lowlevel.checkpoint()
+                slice_start = time.perf_counter()
             if isinstance(item, _Submit):
                 self._apply_submit(item, now_ms, after_durable)
             elif isinstance(item, Join):
