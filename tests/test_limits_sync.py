@@ -22,6 +22,7 @@ KiB = 1024
 
 def _setup(api: httpx.Client, nid: str = "nb") -> tuple[str, str]:
     cell = {"id": "c0", "cell_type": "code", "metadata": {}, "outputs": [], "source": ""}
+    cell["execution_count"] = None
     nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}
     assert api.post("/api/v1/notebooks", json={"id": nid, "notebook": nb}).status_code == 201
     tokens = []
