@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import re
+import resource
 import secrets
 import signal
 import sys
@@ -157,6 +158,17 @@ def limits_from(args: argparse.Namespace) -> ServeLimits:
     return ServeLimits(**given)
 
 
+def raise_fd_limit(max_connections: int) -> None:
+    """Raise the soft open-files limit so `--max-connections` sockets fit (plus files, kernels)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + 1024
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        log.warning("open-files hard limit %d is below --max-connections + 1024 (%d)", hard, wanted)
+        wanted = hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line of contract §1."""
     parser = argparse.ArgumentParser(prog="agora", description="Live collaborative Jupyter notebooks.")
@@ -292,6 +304,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
     port = sock.getsockname()[1]
     base = settings.public_url or f"http://{settings.host}:{port}"
     limits = settings.limits
+    raise_fd_limit(limits.max_connections)
     app = create_app(
         engine, keys=keys, secret=secret, public_url=base, max_body_bytes=limits.http_max_body
     )
