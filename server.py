@@ -113,8 +113,8 @@ class ServeLimits:
     ws_byte_burst: int = 4 * 1024 * 1024
     ws_msg_rate: float = 200.0
     ws_msg_burst: float = 400.0
-    http_rate: float = 50.0
-    http_burst: float = 500.0
+    http_rate: float = 100.0
+    http_burst: float = 1000.0
 
 
 _LIMIT_FLAGS: list[tuple[str, str, object, str]] = [  # (flag, type, default, meaning)
@@ -128,8 +128,8 @@ _LIMIT_FLAGS: list[tuple[str, str, object, str]] = [  # (flag, type, default, me
     ("--ws-byte-burst", "size", "4MiB", "message bytes a connection may send at once before that rate"),
     ("--ws-msg-rate", "rate", 200, "messages per second per connection, sustained"),
     ("--ws-msg-burst", "rate", 400, "messages a connection may send at once"),
-    ("--http-rate", "rate", 50, "HTTP requests per second per API key (429 beyond; 0: off; --dev: off)"),
-    ("--http-burst", "rate", 500, "HTTP requests an API key may make at once"),
+    ("--http-rate", "rate", 100, "HTTP requests per second per API key (429 beyond; 0: off; --dev: off)"),
+    ("--http-burst", "rate", 1000, "HTTP requests an API key may make at once"),
 ]
 
 

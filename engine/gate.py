@@ -54,8 +54,8 @@ class GateLimits:
     max_connections: int = 10_000
     http_max_body: int = 32 * 1024 * 1024
     http_body_timeout: float = 15.0  # seconds without body progress before 408
-    http_rate: float = 50.0  # requests per second per API key, sustained; 0 turns it off
-    http_burst: float = 500.0  # requests a key may make at once
+    http_rate: float = 100.0  # requests per second per API key, sustained; 0 turns it off
+    http_burst: float = 1000.0  # requests a key may make at once
 
 
 @dataclass(frozen=True, slots=True)

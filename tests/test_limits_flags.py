@@ -22,8 +22,8 @@ LIMIT_FLAGS = {
     "--ws-byte-burst": ("AGORA_WS_BYTE_BURST", "4MiB"),
     "--ws-msg-rate": ("AGORA_WS_MSG_RATE", "200"),
     "--ws-msg-burst": ("AGORA_WS_MSG_BURST", "400"),
-    "--http-rate": ("AGORA_HTTP_RATE", "50"),
-    "--http-burst": ("AGORA_HTTP_BURST", "500"),
+    "--http-rate": ("AGORA_HTTP_RATE", "100"),
+    "--http-burst": ("AGORA_HTTP_BURST", "1000"),
 }
 
 
