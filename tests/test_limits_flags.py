@@ -50,7 +50,7 @@ def test_a_bad_size_is_refused_at_the_command_line(value: str) -> None:
         text=True,
         timeout=30,
     )
-    assert run.returncode == 2 and "--notebook-max-bytes" in run.stderr
+    assert run.returncode == 2 and "--notebook-max-bytes" in run.stderr and "not a size" in run.stderr
 
 
 def test_a_limit_set_by_environment_variable_applies(tmp_path: Path) -> None:
