@@ -251,12 +251,13 @@ class Peer:
         if code == 4408:
             metrics.SLOW_CONSUMER_CUTS.inc()
         if code is not None:
-            # A close frame may not cut into a half-written frame: finish that one first, and
-            # send the small messages queued before it (the `error` that explains the close).
-            # What the socket does not take now is left in `pending_close` for the linger.
+            # A close frame may not cut into a half-written frame: finish that one first, then
+            # what was queued before the close (the rest of a welcome being written, the
+            # `error` that explains the close): every queued item is a whole frame or the
+            # continuation of the current one. What the socket does not take now is left in
+            # `pending_close` for the linger; queued items are shared or small, never copied.
             queue: list[memoryview] = [self._out] if self._out is not None else []
-            if not any(isinstance(item, memoryview) for item in self._private):
-                queue.extend(memoryview(item) for item in self._private)
+            queue.extend(item if isinstance(item, memoryview) else memoryview(item) for item in self._private)
             queue.append(memoryview(close_frame(code, reason)))
             while queue:
                 try:
