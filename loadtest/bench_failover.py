@@ -41,6 +41,7 @@ async def one_round(
     owner: ServerProcess, other: ServerProcess, nb: str, tok: str, n: int
 ) -> dict[str, float]:
     acked: list[str] = []
+    killed = time.monotonic()  # set again at the kill
     client_id = f"ed{n}"
     pending: tuple[int, str] | None = None
     async with SyncClient.connect(owner.ws_url(nb, tok, client=client_id)) as c:
@@ -65,14 +66,15 @@ async def one_round(
         except (ConnectionClosed, OSError):
             pass
     version_seen = c.version
-    welcome_at = ack_at = None
+    welcome_at: float | None = None
+    ack_at = 0.0
     while welcome_at is None:
         try:
             async with SyncClient.connect(other.ws_url(nb, tok, client=client_id, since=version_seen)) as b:
                 w = await b.recv()
                 if w["type"] != "welcome":
                     raise OSError(str(w))
-                welcome_at = time.monotonic()
+                welcome = time.monotonic()
                 if pending is not None:
                     seq, marker = pending
                     await b.send(
@@ -85,7 +87,7 @@ async def one_round(
                         mine = [e for e in m.get("ops", []) if e["client"] == client_id and e["seq"] == seq]
                         if m["type"] == "ops" and mine:  # applied now: its echo is the ack
                             break
-                ack_at = time.monotonic()
+                welcome_at, ack_at = welcome, time.monotonic()
         except (HandshakeError, ConnectionClosed, OSError):
             await trio.sleep(0.05)
     async with httpx.AsyncClient(base_url=other.base_url, headers=other.headers) as http:
