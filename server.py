@@ -26,6 +26,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
 from api.app import create_app
+from api.embed import parse_origins, register_embed
 from api.keys_cli import run_keys_command
 from engine import listener
 from engine.auth.keys import KeyStore
@@ -59,6 +60,7 @@ class Settings:
     keep_snapshots: int | None = None
     fsync: bool = True
     dev: bool = False
+    embed_origins: list[str] = field(default_factory=list)  # embed page: frame-ancestors, postMessage
 
 
 def _env_list(name: str) -> list[str]:
@@ -99,6 +101,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("AGORA_FSYNC", "1") == "0",
         help="skip fsync (benchmarks only: acknowledged ops may be lost on power failure)",
     )
+    serve.add_argument(
+        "--embed-origins",
+        type=parse_origins,
+        default=parse_origins(os.environ.get("AGORA_EMBED_ORIGINS", "")),
+        help="comma-separated origins allowed to frame /embed/{id} and to send it tokens by postMessage",
+    )
     keys = sub.add_parser("keys", help="manage API keys stored in the data dir")
     keys.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AGORA_DATA_DIR", "./data")))
     keys_sub = keys.add_subparsers(dest="action", required=True)
@@ -124,6 +132,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         keep_snapshots=args.keep_snapshots,
         fsync=not args.unsafe_no_fsync,
         dev=args.dev,
+        embed_origins=args.embed_origins,
     )
 
 
@@ -167,12 +176,15 @@ async def _prepare_dev(settings: Settings, engine: Engine, secret: bytes, base: 
     except Conflict:
         pass
     token = mint_token(secret, "demo", {"id": "dev", "name": "Developer"}, "editor", int(time.time()) + 86400)
+    viewer = mint_token(secret, "demo", {"id": "dev-viewer", "name": "Viewer"}, "viewer", int(time.time()) + 86400)
     ws_base = base.replace("http://", "ws://")
     print(
         f"\nAgora dev server on {base}\n"
         f"  API key (dev):   {key}\n"
         f"  demo notebook:   {base}/api/v1/notebooks/demo\n"
         f"  try:             curl -H 'Authorization: Bearer {key}' {base}/api/v1/notebooks/demo/content\n"
+        f"  editor page:     {base}/embed/demo#token={token}\n"
+        f"  viewer page:     {base}/embed/demo#token={viewer}\n"
         f"  editor socket:   {ws_base}/api/v1/notebooks/demo/ws?token={token}\n"
         f"  API docs:        {base}/api/v1/docs   (OpenAPI: {base}/api/v1/openapi.json)\n",
         flush=True,
@@ -204,6 +216,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
     port = sock.getsockname()[1]
     base = settings.public_url or f"http://{settings.host}:{port}"
     app = create_app(engine, keys=keys, secret=secret, public_url=base)
+    register_embed(app, embed_origins=settings.embed_origins)
     hconfig = HypercornConfig()
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
