@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench bench-quick clean
+.PHONY: serve test lint bench bench-quick clean web browser-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,17 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(PY) server.py serve --dev
 
-test: $(STAMP)
+# The embed page's browser tests drive Debian's Chromium (never `playwright install`); its bundle
+# check and JS unit tests need node/npm. Installed with apt when missing (CI runs as root).
+browser-deps:
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+
+# Rebuild the embed page bundle (committed under api/embed_static/) from web/ and its lockfile.
+web:
+	cd web && npm ci --no-audit --no-fund && node build.mjs
+
+test: $(STAMP) browser-deps
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -q

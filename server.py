@@ -175,8 +175,9 @@ async def _prepare_dev(settings: Settings, engine: Engine, secret: bytes, base: 
         await engine.create_notebook("demo", "Demo notebook", import_notebook(DEMO_NOTEBOOK))
     except Conflict:
         pass
-    token = mint_token(secret, "demo", {"id": "dev", "name": "Developer"}, "editor", int(time.time()) + 86400)
-    viewer = mint_token(secret, "demo", {"id": "dev-viewer", "name": "Viewer"}, "viewer", int(time.time()) + 86400)
+    day = int(time.time()) + 86400
+    token = mint_token(secret, "demo", {"id": "dev", "name": "Developer"}, "editor", day)
+    viewer = mint_token(secret, "demo", {"id": "dev-viewer", "name": "Viewer"}, "viewer", day)
     ws_base = base.replace("http://", "ws://")
     print(
         f"\nAgora dev server on {base}\n"

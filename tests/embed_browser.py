@@ -66,7 +66,9 @@ class Pages:
             page.wait_for_function("window.agora && window.agora.client.doc !== null", timeout=15000)
         return page
 
-    def embed(self, name: str, notebook: str, role: str = "editor", user: str | None = None, **kw: Any) -> Page:
+    def embed(
+        self, name: str, notebook: str, role: str = "editor", user: str | None = None, **kw: Any
+    ) -> Page:
         token = mint(self.server, notebook, role, user or name)
         return self.open(name, f"{self.server.base_url}/embed/{notebook}#token={token}", **kw)
 
@@ -111,7 +113,9 @@ def create(server: ServerProcess, notebook_id: str, cells: list[dict[str, Any]])
 def server_sources(server: ServerProcess, notebook_id: str) -> dict[str, str]:
     """Cell id → source at the server's head."""
     nb = api(server, "GET", f"/api/v1/notebooks/{notebook_id}/content").json()
-    return {c["id"]: "".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in nb["cells"]}
+    return {
+        c["id"]: "".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in nb["cells"]
+    }
 
 
 def page_source(page: Page, cell: str) -> str:
