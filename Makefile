@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench bench-quick clean web browser-deps
+.PHONY: serve test lint bench bench-quick clean system-deps web
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,17 +15,26 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(PY) server.py serve --dev
 
-# The embed page's browser tests drive Debian's Chromium (never `playwright install`); its bundle
-# check and JS unit tests need node/npm. Installed with apt when missing (CI runs as root).
-browser-deps:
-	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
-	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
-
 # Rebuild the embed page bundle (committed under api/embed_static/) from web/ and its lockfile.
 web:
 	cd web && npm ci --no-audit --no-fund && node build.mjs
 
-test: $(STAMP) browser-deps
+# What the tests start for real: Debian's chromium (browser tests), nginx (several hosts) and
+# PostgreSQL (--store); node/npm for the embed bundle check and its JS unit tests. Installed with
+# apt when missing (CI runs as root on a clean machine).
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing system packages:$$missing (apt-get install them as root)"; exit 1; fi; \
+		echo "installing system packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: $(STAMP) system-deps
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -q

@@ -26,7 +26,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
 from api.app import create_app
-from api.embed import parse_origins, register_embed
+from api.embed import parse_origins
 from api.keys_cli import run_keys_command
 from engine import listener
 from engine.auth.keys import KeyStore
@@ -216,8 +216,9 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
     sock = listener.bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     base = settings.public_url or f"http://{settings.host}:{port}"
-    app = create_app(engine, keys=keys, secret=secret, public_url=base)
-    register_embed(app, embed_origins=settings.embed_origins)
+    app = create_app(
+        engine, keys=keys, secret=secret, public_url=base, embed_origins=tuple(settings.embed_origins)
+    )
     hconfig = HypercornConfig()
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")

@@ -20,8 +20,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from quart import Response
-from quart_trio import QuartTrio
+from quart import Blueprint, Response
+from quart.blueprints import BlueprintSetupState
+
+from api.http import context
 
 ASSET_PREFIX = "/embed/assets"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -118,40 +120,56 @@ def page_html(notebook_id: str, nonce: str, embed_origins: list[str]) -> str:
     )
 
 
-def register_embed(app: QuartTrio, *, embed_origins: list[str]) -> None:
-    """Add `/embed/{id}`, `/embed/assets/{name}` and point the API docs page at local assets."""
+blueprint = Blueprint("embed", __name__)
+
+
+@blueprint.record_once
+def _local_swagger_assets(state: BlueprintSetupState) -> None:
+    # quart-schema reads these per request; the defaults point at a CDN.
     m = manifest()
-    app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = f"{ASSET_PREFIX}/{m['swagger_js']}"
-    app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = f"{ASSET_PREFIX}/{m['swagger_css']}"
+    state.app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = f"{ASSET_PREFIX}/{m['swagger_js']}"
+    state.app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = f"{ASSET_PREFIX}/{m['swagger_css']}"
 
-    @app.get("/embed/<notebook_id>")
-    async def embed_page(notebook_id: str) -> Response:
-        if not _ID.fullmatch(notebook_id):
-            return Response("Not found\n", status=404, content_type="text/plain; charset=utf-8")
-        nonce = secrets.token_urlsafe(18)
-        return Response(
-            page_html(notebook_id, nonce, embed_origins),
-            content_type="text/html; charset=utf-8",
-            headers={
-                "Content-Security-Policy": content_security_policy(nonce, embed_origins),
-                "Cache-Control": "no-store",
-                "Referrer-Policy": "no-referrer",
-                "X-Content-Type-Options": "nosniff",
-                "Cross-Origin-Opener-Policy": "same-origin-allow-popups",
-            },
-        )
 
-    @app.get(f"{ASSET_PREFIX}/<name>")
-    async def embed_asset(name: str) -> Response:
-        if name not in asset_names() or name == "manifest.json":
-            return Response("Not found\n", status=404, content_type="text/plain; charset=utf-8")
-        suffix = name[name.rfind(".") :]
-        return Response(
-            _read_asset(name),
-            content_type=_TYPES.get(suffix, "application/octet-stream"),
-            headers={
-                "Cache-Control": IMMUTABLE,
-                "X-Content-Type-Options": "nosniff",
-                "Access-Control-Allow-Origin": "*",
-            },
-        )
+def _not_found() -> Response:
+    return Response("Not found\n", status=404, content_type="text/plain; charset=utf-8")
+
+
+@blueprint.get("/embed/<notebook_id>")
+async def embed_page(notebook_id: str) -> Response:
+    """The embed page shell: a fresh nonce, the CSP, no cookie, never cached.
+
+    The notebook's existence is not checked here (the page needs no key and learns it from the
+    socket); an id that cannot exist is 404.
+    """
+    if not _ID.fullmatch(notebook_id):
+        return _not_found()
+    origins = list(context().embed_origins)
+    nonce = secrets.token_urlsafe(18)
+    return Response(
+        page_html(notebook_id, nonce, origins),
+        content_type="text/html; charset=utf-8",
+        headers={
+            "Content-Security-Policy": content_security_policy(nonce, origins),
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@blueprint.get(f"{ASSET_PREFIX}/<name>")
+async def embed_asset(name: str) -> Response:
+    """One file of the built bundle, cached for a year (its name changes with its content)."""
+    if name not in asset_names() or name == "manifest.json":
+        return _not_found()
+    suffix = name[name.rfind(".") :]
+    return Response(
+        _read_asset(name),
+        content_type=_TYPES.get(suffix, "application/octet-stream"),
+        headers={
+            "Cache-Control": IMMUTABLE,
+            "X-Content-Type-Options": "nosniff",
+            "Access-Control-Allow-Origin": "*",
+        },
+    )
