@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) -m loadtest.bench
 	$(PY) loadtest/bench_recovery.py
 	$(PY) loadtest/bench_ot.py
+	$(PY) loadtest/bench_embed.py
 
 bench-quick: $(STAMP)
 	$(PY) -m loadtest.bench --duration 15 --viewers 200 --editors 10

@@ -63,7 +63,7 @@ class Pages:
         self.opened.append((name, page))
         page.goto(url)
         if wait_cells:
-            page.wait_for_function("window.agora && window.agora.client.doc !== null", timeout=15000)
+            page.wait_for_function("() => window.agora && window.agora.client.doc !== null", timeout=15000)
         return page
 
     def embed(

@@ -119,7 +119,7 @@ def test_tokens_from_other_origins_are_ignored(env: Pages, platform: Platform) -
              {data: {type: "agora:token", token}, origin}))""",
         [token, platform.origin],
     )
-    page.wait_for_function("window.agora && window.agora.client.doc !== null", timeout=10000)
+    page.wait_for_function("() => window.agora && window.agora.client.doc !== null", timeout=10000)
 
 
 def test_frame_ancestors_blocks_unlisted_origins(tmp_path: Path, request: Any) -> None:

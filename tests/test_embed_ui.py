@@ -78,7 +78,8 @@ def test_presence_shows_other_editors_and_viewer_count(env: Pages) -> None:
     caret.wait_for(timeout=5000)
     assert caret.inner_text() == "Ada"
     assert bob.locator('.cell[data-cell="c1"] .remote-sel').inner_text() == "ld"
-    bob.wait_for_function("document.querySelector('.viewers').textContent === '1 watching'", timeout=5000)
+    viewers = "() => document.querySelector('.viewers').textContent === '1 watching'"
+    bob.wait_for_function(viewers, timeout=5000)
     assert bob.locator(".presence .avatar").get_attribute("title") == "Ada"
 
 

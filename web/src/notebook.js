@@ -41,13 +41,14 @@ class CellView {
     this.editingMarkdown = false;
     this.root = h("div", { class: "cell", "data-cell": cell.id });
     this.prompt = h("div", { class: "prompt" });
+    this.outPrompt = h("div", { class: "prompt out-prompt" });
     this.inputArea = h("div", { class: "input-area" });
     this.outputsEl = h("div", { class: "outputs" });
     this.inputBox = h("div", { class: "input-request" });
     this.toolbar = nbv.canEdit ? this.makeToolbar() : null;
     this.root.append(
       h("div", { class: "cell-row" }, this.prompt, h("div", { class: "cell-body" }, this.inputArea, this.toolbar)),
-      h("div", { class: "cell-row" }, h("div", { class: "prompt out-prompt" }), h("div", { class: "cell-body" }, this.outputsEl, this.inputBox)),
+      h("div", { class: "cell-row" }, this.outPrompt, h("div", { class: "cell-body" }, this.outputsEl, this.inputBox)),
     );
     this.root.addEventListener("mousedown", () => nbv.select(this.id));
     this.render(cell);
@@ -207,8 +208,12 @@ class CellView {
 
   renderOutputs(cell = this.cell) {
     this.outputsEl.replaceChildren();
+    this.outPrompt.textContent = "";
     if (cell.cell_type !== "code") return;
-    for (const o of cell.outputs || []) this.outputsEl.append(renderOutput(o));
+    const outputs = cell.outputs || [];
+    for (const o of outputs) this.outputsEl.append(renderOutput(o));
+    const result = outputs.find((o) => o.output_type === "execute_result");
+    this.outPrompt.textContent = result ? `[${result.execution_count ?? cell.execution_count ?? " "}]:` : "";
   }
 
   showInputRequest(frame, onReply) {
@@ -316,6 +321,7 @@ export class NotebookView {
     this.observer.disconnect();
     this.cellsEl.replaceChildren();
     this.layout();
+    if (!performance.getEntriesByName("agora:first-render").length) performance.mark("agora:first-render");
     document.title = doc.nb.metadata?.title || "Agora notebook";
   }
 
