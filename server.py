@@ -74,6 +74,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _origins(text: str) -> list[str]:
+    try:
+        return parse_origins(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line of contract §1."""
     parser = argparse.ArgumentParser(prog="agora", description="Live collaborative Jupyter notebooks.")
@@ -103,8 +110,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     serve.add_argument(
         "--embed-origins",
-        type=parse_origins,
-        default=parse_origins(os.environ.get("AGORA_EMBED_ORIGINS", "")),
+        type=_origins,
+        default=os.environ.get("AGORA_EMBED_ORIGINS", ""),  # a str default goes through `type` too
         help="comma-separated origins allowed to frame /embed/{id} and to send it tokens by postMessage",
     )
     keys = sub.add_parser("keys", help="manage API keys stored in the data dir")

@@ -119,7 +119,9 @@ def first_render(browser: Any, server: Server) -> dict[str, Any]:
     nb = json.loads(NOTEBOOK.read_text())
     server.api("POST", "/api/v1/notebooks", json={"id": "pandas", "notebook": nb})
     cells = len(nb["cells"])
-    times = []
+    times: list[float] = []
+    welcome: list[float] = []
+    dom_ready: list[float] = []
     for i in range(3):
         ctx = browser.new_context(viewport={"width": 1200, "height": 900})
         page = ctx.new_page()
@@ -129,9 +131,22 @@ def first_render(browser: Any, server: Server) -> dict[str, Any]:
         )
         n = page.locator(".cells > .cell").count()
         assert n == cells, (n, cells)
-        times.append(page.evaluate("performance.getEntriesByName('agora:first-render')[0].startTime"))
+        marks = page.evaluate(
+            """() => ["agora:welcome", "agora:first-render"]
+                .map(n => performance.getEntriesByName(n)[0].startTime)
+                .concat([performance.getEntriesByType("navigation")[0].domContentLoadedEventEnd])"""
+        )
+        welcome.append(marks[0])
+        dom_ready.append(marks[2])
+        times.append(marks[1])
         ctx.close()
-    return {"cells": cells, "first_render_ms": round(statistics.median(times), 1), "runs_ms": times}
+    return {
+        "cells": cells,
+        "first_render_ms": round(statistics.median(times), 1),
+        "welcome_received_ms": round(statistics.median(welcome), 1),
+        "dom_content_loaded_ms": round(statistics.median(dom_ready), 1),
+        "runs_ms": [round(t, 1) for t in times],
+    }
 
 
 INSTALL_WATCH = """() => {
@@ -239,7 +254,8 @@ def main() -> int:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             try:
                 result["render"] = first_render(browser, server)
-                result["keystroke"] = keystrokes(browser, server, args.pages, args.keys)
+                if args.keys:
+                    result["keystroke"] = keystrokes(browser, server, args.pages, args.keys)
             finally:
                 browser.close()
     finally:

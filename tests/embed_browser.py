@@ -54,13 +54,17 @@ class Pages:
         self.opened: list[tuple[str, Page]] = []
         self.errors: list[str] = []
 
-    def open(self, name: str, url: str, *, wait_cells: bool = True, **context: Any) -> Page:
+    def open(
+        self, name: str, url: str, *, wait_cells: bool = True, before: Any = None, **context: Any
+    ) -> Page:
         """A new page (own browser context: no shared storage) at `url`; waits for the first render."""
         ctx = self.browser.new_context(viewport={"width": 1100, "height": 800}, **context)
         page = ctx.new_page()
         page.on("pageerror", lambda e: self.errors.append(f"{name}: {e}"))
         page.on("dialog", lambda d: (self.errors.append(f"{name}: dialog {d.message!r}"), d.dismiss()))
         self.opened.append((name, page))
+        if before is not None:  # e.g. listeners that must see the first WebSocket
+            before(page)
         page.goto(url)
         if wait_cells:
             page.wait_for_function("() => window.agora && window.agora.client.doc !== null", timeout=15000)

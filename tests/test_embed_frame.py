@@ -168,3 +168,28 @@ def test_page_headers_assets_and_docs(tmp_path: Path, request: Any) -> None:
         page = env.open("docs", f"{base}/api/v1/docs", wait_cells=False)
         page.wait_for_selector(".swagger-ui .opblock", timeout=15000)
         assert page.locator(".opblock").count() > 5
+
+
+def test_token_is_refreshed_before_expiry_and_used_on_reconnect(env: Pages, platform: Platform) -> None:
+    create(env.server, "nb", [{"id": "c1", "cell_type": "code", "source": "x"}])
+    short = mint(env.server, "nb", "editor", "ada", ttl=62)  # expires in about a minute: refresh now
+    fresh = mint(env.server, "nb", "editor", "ada", ttl=3600)
+    agora = env.server.base_url
+    platform.html = PARENT.format(
+        src=f"{agora}/embed/nb", tokens=f'["{short}", "{fresh}"]', agora=agora
+    ).encode()
+    urls: list[str] = []
+    parent = env.open(
+        "parent",
+        platform.origin,
+        wait_cells=False,
+        before=lambda p: p.on("websocket", lambda ws: urls.append(ws.url)),
+    )
+    frame = parent.frame_locator("#nb")
+    frame.locator(".conn", has_text="connected").wait_for(timeout=15000)
+    parent.wait_for_function("() => window.requests === 2", timeout=15000)
+    assert urls and short in urls[0]
+    env.server.stop()  # the open socket drops; the reconnect must carry the refreshed token
+    env.server.start()
+    frame.locator(".conn", has_text="connected").wait_for(timeout=30000)
+    wait_until(lambda: len(urls) >= 2 and fresh in urls[-1], what="reconnect with the fresh token")

@@ -167,6 +167,9 @@ export class SyncClient {
   }
 
   onWelcome(f) {
+    if (typeof performance !== "undefined" && !performance.getEntriesByName("agora:welcome").length) {
+      performance.mark("agora:welcome");
+    }
     this.attempt = 0;
     this.role = f.role;
     this.user = f.user;
