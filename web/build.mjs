@@ -38,6 +38,7 @@ const result = await esbuild.build({
   assetNames: "[name]-[hash]",
   loader: { ".woff2": "file" },
   metafile: true,
+  preserveSymlinks: true, // the same bytes when node_modules is a symlink
   plugins: [woff2Only],
   logLevel: "warning",
 });
