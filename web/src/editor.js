@@ -72,7 +72,9 @@ const theme = EditorView.theme({
   ".cm-content": { fontFamily: "var(--mono)", padding: "6px 0" },
   ".cm-line": { padding: "0 8px" },
   "&.cm-focused": { outline: "none" },
-  ".cm-scroller": { fontFamily: "var(--mono)", lineHeight: "1.45" },
+  // Lines wrap, so nothing needs to scroll sideways; visible overflow lets other editors' name
+  // labels show above the first line.
+  ".cm-scroller": { fontFamily: "var(--mono)", lineHeight: "1.45", overflow: "visible" },
 });
 
 /**
