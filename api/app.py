@@ -36,6 +36,7 @@ def create_app(
     public_url: str = "",
     max_body_bytes: int = DEFAULT_MAX_BODY,
     embed_origins: tuple[str, ...] = (),
+    host_id: str = "",
 ) -> QuartTrio:
     """Build the HTTP API around `engine`.
 
@@ -45,6 +46,7 @@ def create_app(
       scheme and host of the request are used.
     - `max_body_bytes`: larger request bodies get 413 `payload_too_large`.
     - `embed_origins`: origins allowed to frame `/embed/{id}` and to post it tokens.
+    - `host_id` names this host in `GET /healthz` (several hosts behind a proxy).
     """
     app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -84,6 +86,7 @@ def create_app(
             public_url=public_url,
             max_body_bytes=max_body_bytes,
             embed_origins=tuple(embed_origins),
+            host_id=host_id,
         ),
     )
     app.before_request(authenticate)

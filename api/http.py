@@ -43,6 +43,7 @@ class ApiContext:
     public_url: str  # prefixes embed URLs; empty: the request's scheme and host
     max_body_bytes: int
     embed_origins: tuple[str, ...] = ()  # may frame /embed/{id} and post it tokens
+    host_id: str = ""  # this host's name (X-Agora-Host, /healthz)
 
 
 def install_context(app: Any, ctx: ApiContext) -> None:
