@@ -160,3 +160,28 @@ def test_fifty_cells_render_in_order(env: Pages) -> None:
     cell_editor(page, "c49")
     assert page.locator(".cm-editor").count() >= 1
     assert not env.errors, env.errors
+
+
+def test_crlf_sources_are_normalised_on_the_first_edit(env: Pages) -> None:
+    create(env.server, "nb", [{"id": "c1", "cell_type": "code", "source": "x"}])
+    ada = env.embed("ada", "nb")
+    bob = env.embed("bob", "nb")
+    # Another client (not through an editor) writes \r\n and a lone \r into the source.
+    raw = env.embed("raw", "nb")
+    raw.evaluate(
+        """() => window.agora.client.edit([{t: "text", id: "c1", ops: [1, "\\r\\nb = 2\\rc = 3"]}])"""
+    )
+    wait_until(
+        lambda: server_sources(env.server, "nb")["c1"] == "x\r\nb = 2\rc = 3", what="raw source stored"
+    )
+    wait_until(lambda: page_source(ada, "c1") == "x\r\nb = 2\rc = 3", what="ada got the raw op")
+    assert editor_text(ada, "c1") == "x\nb = 2\nc = 3"
+    ada.click(cell_editor(ada, "c1"))
+    ada.keyboard.press("Control+End")
+    ada.keyboard.insert_text("🎉")
+    want = "x\nb = 2\nc = 3🎉"
+    wait_until(lambda: settled(ada), what="edit acknowledged")
+    wait_until(lambda: server_sources(env.server, "nb")["c1"] == want, what="server normalised")
+    wait_until(lambda: page_source(bob, "c1") == want, what="other page normalised")
+    assert editor_text(bob, "c1") == want
+    assert not env.errors, env.errors

@@ -53,7 +53,7 @@ function start() {
     WebSocket: window.WebSocket,
     onState: (s, d) => view.setConnection(s, d),
     onSnapshot: () => view.load(client.doc),
-    onRemote: (op, touched) => view.onRemote(op, touched),
+    onRemote: (op, touched, before) => view.onRemote(op, touched, before),
     onPresence: (f) => view.onPresence(f),
     onKernel: (f) => view.onKernel(f),
     onInputRequest: (f) => view.onInputRequest(f),

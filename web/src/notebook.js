@@ -2,7 +2,7 @@
 // run / interrupt, input() prompts, presence. All changes go through the SyncClient as ops.
 
 import { createEditor, changesToSplice, spliceToChanges, newlineSplice, showCarets, setReadOnly, remote } from "./editor.js";
-import { normalizeNewlines, normalizeText, visibleCells, cpToUtf16, utf16ToCp } from "./ot.js";
+import { applyText, normalizeNewlines, normalizeText, visibleCells, cpToUtf16, utf16ToCp } from "./ot.js";
 import { keyBetween } from "./poskeys.js";
 import { renderOutput, renderMarkdown } from "./outputs.js";
 
@@ -199,6 +199,7 @@ class CellView {
       else if (this.cell.cell_type === "markdown") this.renderInput();
       return;
     }
+    // Precise only when the editor shows exactly the source the splice was made on.
     if (oldSource.includes("\r") || newSource.includes("\r") || this.view.state.doc.toString() !== oldSource) {
       this.syncViewText();
       return;
@@ -352,8 +353,12 @@ export class NotebookView {
     } else this.cellsEl.querySelector(".empty")?.remove();
   }
 
-  /** A committed op from someone else (already transformed and applied to the replica). */
-  onRemote(op, touched) {
+  /**
+   * A committed op from someone else, already transformed and applied to the replica; `before`
+   * holds the sources its text components started from.
+   */
+  onRemote(op, touched, before = new Map()) {
+    const sources = new Map(before);
     let relayout = false;
     const rerender = new Set();
     const outputs = new Set();
@@ -361,12 +366,19 @@ export class NotebookView {
       switch (c.t) {
         case "text": {
           const v = this.views.get(c.id);
+          const cell = this.doc.nb.cells.get(c.id);
+          // The replica already holds the final source; replay the components to know what this
+          // one started from, so the editor gets the same splice (or a full resync after \r).
+          const start = sources.get(c.id) ?? cell.source;
+          let after;
+          try {
+            after = applyText(start, c.ops);
+          } catch {
+            after = cell.source;
+          }
+          sources.set(c.id, after);
           if (v) {
-            const cell = this.doc.nb.cells.get(c.id);
-            // The replica already holds the new source; the view still shows the old one.
-            const oldSource = v.view ? v.view.state.doc.toString() : null;
-            if (oldSource !== null) v.applyRemoteText(c.ops, oldSource, cell.source);
-            else v.applyRemoteText(c.ops, "", cell.source);
+            v.applyRemoteText(c.ops, start, after);
             if (cell.cell_type === "markdown" && !v.editingMarkdown) rerender.add(c.id);
           }
           break;

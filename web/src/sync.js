@@ -38,13 +38,16 @@ export class DocState {
     return { type: "op", seq: this.inflight[0], base: this.version, op: this.inflight[1] };
   }
 
-  /** Apply one committed entry. Returns {ack: bool, op, touched}: `op` is what changed the replica. */
+  /**
+   * Apply one committed entry. Returns {ack, op, touched, before}: `op` is what changed the
+   * replica, `before` the sources of the cells its text components edit, as they were before it.
+   */
   receive(entry) {
     if (entry.v !== this.version + 1) throw new Error(`expected version ${this.version + 1}, got ${entry.v}`);
     this.version = entry.v;
     if (this.inflight !== null && entry.client === this.client && entry.seq === this.inflight[0]) {
       this.inflight = null;
-      return { ack: true, op: [], touched: new Set() };
+      return { ack: true, op: [], touched: new Set(), before: new Map() };
     }
     let op = entry.op;
     const mine = (this.inflight !== null ? [this.inflight] : []).concat(this.pending);
@@ -60,8 +63,10 @@ export class DocState {
     } else {
       this.pending = transformed;
     }
+    const before = new Map();
+    for (const c of op) if (c.t === "text" && !before.has(c.id)) before.set(c.id, this.nb.cells.get(c.id)?.source);
     const touched = applyOp(this.nb, op);
-    return { ack: false, op, touched };
+    return { ack: false, op, touched, before };
   }
 
   /** An `ack` frame (a resubmitted op that was already committed). */
@@ -199,7 +204,7 @@ export class SyncClient {
 
   applyEntry(e) {
     const r = this.doc.receive(e);
-    if (!r.ack && r.op.length) this.opts.onRemote?.(r.op, r.touched, e);
+    if (!r.ack && r.op.length) this.opts.onRemote?.(r.op, r.touched, r.before);
   }
 
   flush() {
