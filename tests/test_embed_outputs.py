@@ -80,6 +80,12 @@ def test_hostile_outputs_run_nothing_and_render_text(env: Pages) -> None:
                 "source": f"# md-title\n<img src=x onerror='{PWN}'> <script>{PWN}</script> "
                 f"[click-me](javascript:{PWN}) $a^2$",
             },
+            {
+                "id": "att",
+                "cell_type": "markdown",
+                "source": "![dot](attachment:dot.png) ![pic](attachment:pic.svg) att-text",
+                "attachments": {"dot.png": {"image/png": PNG}, "pic.svg": {"image/svg+xml": SVG}},
+            },
         ],
     )
     page = env.embed("ada", "nb")
@@ -115,6 +121,11 @@ def test_hostile_outputs_run_nothing_and_render_text(env: Pages) -> None:
     assert page.locator(".cells [onerror]").count() == 0
     hrefs = page.eval_on_selector_all(".cells a", "els => els.map(e => e.getAttribute('href'))")
     assert all(h is None or not h.lower().startswith("javascript") for h in hrefs), hrefs
+    # Markdown attachments become data-URL images (an SVG one cannot run its script either).
+    att = page.eval_on_selector_all(
+        '.cell[data-cell="att"] img', "els => els.map(e => [e.src.slice(0, 22), e.naturalWidth])"
+    )
+    assert att == [["data:image/png;base64,", 1], ["data:image/svg+xml;cha", 120]], att
     page.click("#jslink")
     page.click("text=click-me")
     page.wait_for_selector(".katex", timeout=10000)  # KaTeX loads lazily and renders

@@ -109,7 +109,7 @@ class CellView {
     if (!wantEditor) {
       this.destroyView();
       const md = h("div", { class: "markdown rendered" });
-      renderMarkdown(cell.source || "", md);
+      renderMarkdown(cell.source || "", md, cell.attachments);
       if (!cell.source) md.append(h("span", { class: "md-empty", text: this.nbv.canEdit ? "Double-click to write markdown" : "" }));
       if (this.nbv.canEdit) md.addEventListener("dblclick", () => this.editMarkdown());
       this.inputArea.replaceChildren(md);

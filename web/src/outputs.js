@@ -1,7 +1,8 @@
 // Rendering cell outputs and markdown, with no sync. Untrusted content never runs in this origin:
 // HTML, markdown and SVG go through DOMPurify or become <img> data URLs; JavaScript and widget
-// outputs are never executed (their text/plain is shown); HTML that asks for scripts only runs in
-// a sandboxed iframe without allow-same-origin.
+// outputs are never executed (their text/plain is shown). Script-driven HTML (plotly, bokeh) is
+// not run anywhere: the page's CSP has frame-src 'none', and a srcdoc iframe would inherit the
+// page's script policy anyway, so a sandbox would need a separate origin serving the output.
 
 import DOMPurify from "dompurify";
 import { AnsiUp } from "ansi_up";
@@ -54,8 +55,25 @@ function renderMathInto(node, tex, display) {
     .catch(() => {});
 }
 
+const IMAGE_MIME = /^image\/(png|jpeg|gif|webp|svg\+xml)$/;
+
+/** `attachment:NAME` links of a markdown cell as data URLs (images only; others stay broken). */
+function inlineAttachments(source, attachments) {
+  if (!attachments) return source;
+  return source.replace(/attachment:([^\s)"'>]+)/g, (whole, name) => {
+    const bundle = attachments[decodeURIComponent(name)] || attachments[name];
+    const mime = bundle && Object.keys(bundle).find((m) => IMAGE_MIME.test(m));
+    if (!mime) return whole;
+    const data = joinText(bundle[mime]);
+    return mime === "image/svg+xml"
+      ? "data:image/svg+xml;charset=utf-8," + encodeURIComponent(data)
+      : `data:${mime};base64,${data.replace(/\s+/g, "")}`;
+  });
+}
+
 /** Markdown (cells and text/markdown outputs) rendered, sanitised, with $…$ / $$…$$ math. */
-export function renderMarkdown(source, target) {
+export function renderMarkdown(source, target, attachments = null) {
+  source = inlineAttachments(source, attachments);
   const maths = [];
   // Keep math away from the markdown parser, render it with KaTeX afterwards.
   const protectedSrc = source.replace(/\$\$([\s\S]+?)\$\$|\$([^$\n]+?)\$/g, (m, block, inline) => {
@@ -116,20 +134,6 @@ function imageFrom(mime, data) {
   return img;
 }
 
-function needsScripts(html) {
-  return /<script|\son\w+\s*=|javascript:/i.test(html);
-}
-
-function sandboxedHtml(html) {
-  // Scripts allowed, but in an opaque origin: no access to this page, its storage or its token.
-  const frame = el("iframe", "out-sandbox");
-  frame.setAttribute("sandbox", "allow-scripts");
-  frame.setAttribute("referrerpolicy", "no-referrer");
-  frame.setAttribute("loading", "lazy");
-  frame.srcdoc = html;
-  return frame;
-}
-
 const RICH_ORDER = [
   "application/vnd.jupyter.widget-view+json",
   "application/javascript",
@@ -143,7 +147,7 @@ const RICH_ORDER = [
   "text/plain",
 ];
 
-function renderData(data, metadata, opts) {
+function renderData(data) {
   const mimes = Object.keys(data || {});
   const mime = RICH_ORDER.find((m) => mimes.includes(m)) ?? mimes[0];
   if (mime === undefined) return el("div");
@@ -155,8 +159,7 @@ function renderData(data, metadata, opts) {
       return ansiBlock(joinText(data["text/plain"] ?? `[${mime} output not shown]`), "out-text");
     case "text/html": {
       const box = el("div", "out-html");
-      if (opts.sandboxScripts && needsScripts(value)) box.append(sandboxedHtml(value));
-      else box.append(sanitizeHtml(value));
+      box.append(sanitizeHtml(value));
       return box;
     }
     case "image/svg+xml":
@@ -180,11 +183,8 @@ function renderData(data, metadata, opts) {
   }
 }
 
-/**
- * Render one nbformat output into a new element. `opts.sandboxScripts`: HTML that carries
- * scripts is shown in a sandboxed iframe (else it is sanitised like any HTML).
- */
-export function renderOutput(output, opts = {}) {
+/** Render one nbformat output into a new element (never throws: a broken output says so). */
+export function renderOutput(output) {
   const wrap = el("div", `output output-${output.output_type || "unknown"}`);
   try {
     switch (output.output_type) {
@@ -199,7 +199,7 @@ export function renderOutput(output, opts = {}) {
       }
       case "execute_result":
       case "display_data":
-        wrap.append(renderData(output.data, output.metadata, opts));
+        wrap.append(renderData(output.data));
         break;
       default:
         wrap.append(el("pre", "out-text", `[unknown output type ${output.output_type}]`));
