@@ -133,3 +133,28 @@ def test_dev_banner_urls_open_working_pages(tmp_path: Path, request: Any) -> Non
         assert vi.locator(".conn").inner_text() == "read-only"
         assert "Welcome to Agora" in vi.inner_text(".cells")
         assert not env.errors, env.errors
+
+
+def test_kicked_user_goes_offline_with_the_reason(env: Pages) -> None:
+    create(env.server, "nb", [{"id": "c1", "cell_type": "code", "source": "x"}])
+    ada = env.embed("ada", "nb")
+    api(env.server, "DELETE", "/api/v1/notebooks/nb/sessions/ada")
+    ada.locator(".conn", has_text="offline").wait_for(timeout=10000)
+    assert "forbidden" in (ada.get_attribute(".conn", "title") or "")
+    ada.wait_for_timeout(1000)
+    assert ada.locator(".conn").inner_text() == "offline", "a kicked page must not reconnect by itself"
+
+
+def test_offline_browser_waits_for_the_network_then_resumes(env: Pages) -> None:
+    create(env.server, "nb", [{"id": "c1", "cell_type": "code", "source": ""}])
+    ada = env.embed("ada", "nb")
+    ada.click('.cell[data-cell="c1"] .cm-content')
+    ada.keyboard.insert_text("one ")
+    wait_until(lambda: settled(ada), what="first edit acknowledged")
+    ada.context.set_offline(True)  # the browser says so at once, even though the socket looks open
+    ada.locator(".conn", has_text="offline").wait_for(timeout=10000)
+    ada.keyboard.insert_text("two")
+    ada.context.set_offline(False)
+    ada.locator(".conn", has_text="connected").wait_for(timeout=15000)
+    wait_until(lambda: settled(ada), what="offline edit acknowledged")
+    assert server_order(env, "nb") == [("c1", "code", "one two")]

@@ -64,6 +64,8 @@ function start() {
     },
   });
   view.sync = client;
+  window.addEventListener("offline", () => client.networkLost());
+  window.addEventListener("online", () => client.networkBack());
   window.agora = { client, view }; // for debugging and browser tests
   client.connect();
   scheduleRefresh();

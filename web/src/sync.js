@@ -92,6 +92,8 @@ export function tokenClaims(token) {
 }
 
 const FINAL_CLOSES = new Set([4401, 4403, 4404]);
+const PING_EVERY = 20000; // ms; the server answers every ping with a pong
+const DEAD_AFTER = 45000; // ms without any frame: the connection is gone even if the socket says open
 
 /**
  * The connection: `opts.url(since, client)` builds the WebSocket URL; `opts.WebSocket` is the
@@ -132,7 +134,11 @@ export class SyncClient {
       return;
     }
     this.ws = ws;
-    ws.onmessage = (ev) => this.onFrame(JSON.parse(ev.data));
+    this.lastFrameAt = Date.now();
+    ws.onmessage = (ev) => {
+      this.lastFrameAt = Date.now();
+      this.onFrame(JSON.parse(ev.data));
+    };
     ws.onclose = (ev) => this.onClose(ev.code, ev.reason);
     ws.onerror = () => {};
   }
@@ -198,7 +204,10 @@ export class SyncClient {
     this.setState(f.role === "viewer" ? "read-only" : "connected");
     this.flush();
     clearInterval(this.pingTimer);
-    this.pingTimer = setInterval(() => this.send({ type: "ping" }), 20000);
+    this.pingTimer = setInterval(() => {
+      if (Date.now() - this.lastFrameAt > DEAD_AFTER) this.abandon(1006);
+      else this.send({ type: "ping" });
+    }, PING_EVERY);
     if (this.cursorToSend !== undefined) this.sendPresence(this.cursorToSend);
   }
 
@@ -243,9 +252,11 @@ export class SyncClient {
     clearInterval(this.pingTimer);
     this.ws = null;
     if (this.stopped) return;
+    this.lastClose = FINAL_CLOSES.has(code) ? "final" : "transient";
     if (FINAL_CLOSES.has(code)) {
       const err = this.lastError;
       if (code === 4401 && this.opts.onTokenExpired?.()) {
+        this.lastClose = "transient";
         // The page asked its parent for a fresh token; try again with it.
         this.scheduleReconnect();
         return;
@@ -257,11 +268,44 @@ export class SyncClient {
   }
 
   scheduleReconnect() {
+    if (typeof navigator !== "undefined" && navigator.onLine === false) {
+      // No network: wait for the browser's "online" event (see networkBack) instead of retrying.
+      this.setState("offline", "no network connection");
+      return;
+    }
     this.setState("reconnecting");
     const delay = Math.min(5000, 100 * 2 ** this.attempt) * (0.75 + Math.random() * 0.5);
     this.attempt = Math.min(this.attempt + 1, 10);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** Forget the socket without waiting for a closing handshake that may never come. */
+  abandon(code) {
+    const ws = this.ws;
+    if (!ws) return;
+    ws.onclose = null;
+    ws.onmessage = null;
+    try {
+      ws.close(1000);
+    } catch {}
+    this.onClose(code);
+  }
+
+  /** The browser lost the network: say so now and stop retrying until it is back. */
+  networkLost() {
+    if (this.stopped || this.lastClose === "final") return;
+    clearTimeout(this.timer);
+    if (this.ws) this.abandon(1006); // reaches scheduleReconnect, which sees navigator.onLine
+    else this.setState("offline", "no network connection");
+  }
+
+  /** The browser is online again: reconnect (and resume) now if we were waiting for it. */
+  networkBack() {
+    if (this.ws === null && !this.stopped && this.state === "offline" && this.lastClose !== "final") {
+      this.attempt = 0;
+      this.connect();
+    }
   }
 
   /** Drop the socket now (tests, or a token swap); it reconnects and resumes. */

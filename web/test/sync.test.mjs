@@ -106,3 +106,26 @@ test("viewers are read-only and never send ops", () => {
   assert.deepEqual(ws.sent, []);
   c.stop();
 });
+
+test("a connection that stays silent after pings is abandoned and resumed", (t) => {
+  t.mock.timers.enable({ apis: ["setInterval", "setTimeout", "Date"] });
+  const states = [];
+  const c = new SyncClient({
+    url: (since, client) => `ws://x/ws?${since !== null ? `since=${since}&client=${client}` : ""}`,
+    WebSocket: FakeSocket,
+    onState: (s) => states.push(s),
+  });
+  c.connect();
+  const ws = FakeSocket.all.at(-1);
+  ws.frame({ type: "welcome", client: "me", role: "editor", user: { id: "u" }, version: 7, notebook: doc("") });
+  t.mock.timers.tick(20000);
+  assert.deepEqual(ws.sent.at(-1), { type: "ping" });
+  ws.frame({ type: "pong" }); // alive
+  t.mock.timers.tick(40000);
+  assert.equal(c.state, "connected");
+  t.mock.timers.tick(40000); // 60 s of silence since the pong
+  assert.equal(c.state, "reconnecting");
+  t.mock.timers.tick(1000);
+  assert.match(FakeSocket.all.at(-1).url, /since=7&client=me/);
+  c.stop();
+});
