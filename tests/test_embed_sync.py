@@ -73,7 +73,36 @@ def test_two_editors_type_at_once_and_converge(env: Pages) -> None:
     assert sorted(final) == sorted("start\nend" + typed_a + typed_b), final
     assert subsequence(typed_a, final) and subsequence(typed_b, final), final
     assert final.startswith("start\nend")
+    # Certainly concurrent: both pages hold back what they send, type at the same spot (the end),
+    # then release. Each page's op in flight was made without the other's.
+    for p in (a, b):
+        p.keyboard.press("Control+End")
+        p.evaluate(HOLD)
+    more_a, more_b = "🎉x\ny", "😀z\nw"
+    for ka, kb in zip(more_a, more_b, strict=True):
+        for page, key in ((a, ka), (b, kb)):
+            page.keyboard.press("Enter") if key == "\n" else page.keyboard.insert_text(key)
+    assert a.evaluate("window.agora.client.doc.pending.length") > 0
+    for p in (a, b):
+        p.evaluate(RELEASE)
+    wait_until(lambda: settled(a) and settled(b), what="both pages settled after release")
+    wait_until(
+        lambda: page_source(a, "c1") == page_source(b, "c1") == server_sources(env.server, "nb")["c1"],
+        what="pages and server agree after concurrent typing",
+    )
+    final2 = server_sources(env.server, "nb")["c1"]
+    assert editor_text(a, "c1") == editor_text(b, "c1") == final2
+    assert final2.startswith(final)
+    rest = final2[len(final) :]
+    assert sorted(rest) == sorted(more_a + more_b), rest
+    assert subsequence(more_a, rest) and subsequence(more_b, rest), rest
     assert not env.errors, env.errors
+
+
+HOLD = """() => { const c = window.agora.client; c.realSend = c.send; c.held = [];
+                  c.send = (m) => c.held.push(m); }"""
+RELEASE = """() => { const c = window.agora.client; c.send = c.realSend;
+                     for (const m of c.held) c.send(m); }"""
 
 
 def test_viewer_sees_edits_within_a_second_and_cannot_type(env: Pages) -> None:
