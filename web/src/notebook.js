@@ -419,7 +419,7 @@ export class NotebookView {
     this.presence = f;
     const mine = this.sync.doc?.client;
     const others = f.editors.filter((e) => e.client !== mine);
-    this.viewersEl.textContent = `${f.viewers} watching`;
+    this.viewersEl.textContent = f.viewers ? `${f.viewers} watching` : "";
     this.viewersEl.title = `${f.viewers} watching`;
     this.presenceEl.replaceChildren(
       ...others.map((e) => {
