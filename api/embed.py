@@ -22,6 +22,7 @@ from typing import Any
 
 from quart import Blueprint, Response
 from quart.blueprints import BlueprintSetupState
+from quart_schema import hide
 
 from api.http import context
 
@@ -136,6 +137,7 @@ def _not_found() -> Response:
 
 
 @blueprint.get("/embed/<notebook_id>")
+@hide  # a page for browsers, not part of the HTTP API
 async def embed_page(notebook_id: str) -> Response:
     """The embed page shell: a fresh nonce, the CSP, no cookie, never cached.
 
@@ -159,6 +161,7 @@ async def embed_page(notebook_id: str) -> Response:
 
 
 @blueprint.get(f"{ASSET_PREFIX}/<name>")
+@hide
 async def embed_asset(name: str) -> Response:
     """One file of the built bundle, cached for a year (its name changes with its content)."""
     if name not in asset_names() or name == "manifest.json":
