@@ -3,7 +3,8 @@
 Handlers are thin: parse and validate (pydantic models in `api.schemas`), authorise (the API key
 check in `api.auth`), call the `Engine`, shape the JSON. One module per resource, each a
 blueprint registered here: `api.operations` (health, metrics), `api.notebooks`, `api.sessions`,
-`api.tokens`, `api.embed` (the embed page). Every failure leaves through `api.errors`, so every error body is
+`api.tokens`, `api.kernels`, `api.embed` (the embed page). Every failure leaves through
+`api.errors`, so every error body is
 `{"error": {"code", "message"}}`.
 """
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from quart_schema import HttpSecurityScheme, Info, QuartSchema, Tag
 from quart_trio import QuartTrio
 
-from api import embed, notebooks, operations, sessions, tokens
+from api import embed, kernels, notebooks, operations, sessions, tokens
 from api.auth import authenticate
 from api.errors import register_error_handlers
 from api.http import API, ApiContext, install_context
@@ -23,9 +24,17 @@ from api.openapi import AgoraOpenAPI
 if TYPE_CHECKING:
     from engine.auth.keys import KeyStore
     from engine.engine import Engine
+    from engine.kernels import KernelService
 
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
-RESOURCES = (operations.blueprint, notebooks.blueprint, sessions.blueprint, tokens.blueprint, embed.blueprint)
+RESOURCES = (
+    operations.blueprint,
+    notebooks.blueprint,
+    sessions.blueprint,
+    tokens.blueprint,
+    kernels.blueprint,
+    embed.blueprint,
+)
 
 
 def create_app(
@@ -36,6 +45,7 @@ def create_app(
     public_url: str = "",
     max_body_bytes: int = DEFAULT_MAX_BODY,
     embed_origins: tuple[str, ...] = (),
+    kernel_service: KernelService | None = None,
     host_id: str = "",
 ) -> QuartTrio:
     """Build the HTTP API around `engine`.
@@ -46,6 +56,7 @@ def create_app(
       scheme and host of the request are used.
     - `max_body_bytes`: larger request bodies get 413 `payload_too_large`.
     - `embed_origins`: origins allowed to frame `/embed/{id}` and to post it tokens.
+    - `kernel_service` runs cells (`api.kernels`); without it those routes answer 503.
     - `host_id` names this host in `GET /healthz` (several hosts behind a proxy).
     """
     app = QuartTrio(__name__, static_folder=None)
@@ -73,6 +84,7 @@ def create_app(
             Tag(name="notebooks", description="Create, read, change, copy and delete notebooks."),
             Tag(name="sessions", description="Who is connected to a notebook."),
             Tag(name="tokens", description="Signed user tokens for the embed page."),
+            Tag(name="kernels", description="Run cells on the notebook's Jupyter kernel."),
             Tag(name="operations", description="Health and metrics (no API key)."),
         ],
     )
@@ -89,6 +101,7 @@ def create_app(
             host_id=host_id,
         ),
     )
+    kernels.install_kernels(app, kernel_service)
     app.before_request(authenticate)
     for blueprint in RESOURCES:
         app.register_blueprint(blueprint)
