@@ -1,12 +1,7 @@
-"""Running code from the embed page (real ipykernel): outputs reach every page; input() and getpass().
-
-These start once the kernels (`engine/kernels/`, branch `kernels`) are merged; before that the
-module skips with that reason (the server answers `kernels_unavailable`, tested in test_embed_ui).
-"""
+"""Running code from the embed page (real ipykernel): outputs reach every page; input() and getpass()."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +10,6 @@ import pytest
 from playwright.sync_api import Page
 
 from tests.embed_browser import Pages, api, create, embed_env
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("engine.kernels") is None, reason="kernels are not merged into this tree yet"
-)
 
 
 @pytest.fixture
@@ -89,4 +80,28 @@ def test_input_prompts_only_the_editor_who_ran_the_cell(env: Pages) -> None:
     content = api(env.server, "GET", "/api/v1/notebooks/nb/content").text
     assert "s3cret-1234" not in content
     assert "s3cret-1234" not in bob.inner_text(".cells")
+    assert not env.errors, env.errors
+
+
+def test_run_all_queues_and_interrupt_stops_the_running_cell(env: Pages) -> None:
+    create(
+        env.server,
+        "nb",
+        [
+            {"id": "slow", "cell_type": "code", "source": "import time\nprint('sleeping')\ntime.sleep(60)"},
+            {"id": "next", "cell_type": "code", "source": "print('after')"},
+        ],
+    )
+    ada = env.embed("ada", "nb")
+    val = env.embed("val", "nb", role="viewer")
+    ada.click("text=Run all")
+    ada.locator('.cell[data-cell="slow"] .outputs').get_by_text("sleeping").wait_for(timeout=60000)
+    # The viewer sees the running and queued marks and the busy kernel.
+    val.locator('.cell[data-cell="slow"].running').wait_for(timeout=10000)
+    assert val.locator('.cell[data-cell="slow"] .prompt').first.inner_text() == "[*]:"
+    assert "busy" in val.locator(".kernel-state").inner_text()
+    ada.click("text=Interrupt")
+    val.locator('.cell[data-cell="slow"] .outputs').get_by_text("KeyboardInterrupt").first.wait_for(
+        timeout=30000
+    )
     assert not env.errors, env.errors

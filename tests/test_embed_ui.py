@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +11,6 @@ import pytest
 from playwright.sync_api import Page
 
 from tests.embed_browser import Pages, api, create, embed_env, settled, wait_until
-
-KERNELS = importlib.util.find_spec("engine.kernels") is not None
 
 
 @pytest.fixture
@@ -108,13 +105,8 @@ def test_shift_enter_runs_and_moves_on_ctrl_enter_runs(env: Pages) -> None:
     ed.keyboard.press("Control+Enter")
     executes = ed.evaluate("window.sentTypes.filter(m => m.type === 'execute').map(m => m.cells)")
     assert executes == [["a"], ["b"]]
-    if KERNELS:
-        for cell, n in (("a", 1), ("b", 2)):
-            ed.locator(f'.cell[data-cell="{cell}"] .prompt', has_text=f"[{n}]:").first.wait_for(timeout=60000)
-    else:  # the server answers kernels_unavailable: the page says so
-        notice = ed.locator(".notice")
-        notice.wait_for(timeout=5000)
-        assert "Kernels are not available" in notice.inner_text()
+    for cell, n in (("a", 1), ("b", 2)):
+        ed.locator(f'.cell[data-cell="{cell}"] .prompt', has_text=f"[{n}]:").first.wait_for(timeout=60000)
     # Shift-Enter on the last cell adds a new one.
     ed.click('.cell[data-cell="b"] .cm-content')
     ed.keyboard.press("Shift+Enter")
