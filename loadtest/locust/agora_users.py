@@ -15,7 +15,15 @@ from typing import Any
 import gevent
 import gevent.event
 import orjson
-from agora_proto import EditorState, InFlight, append_text, edit_latencies_ms, edit_marker, now_us, own_cell_insert
+from agora_proto import (
+    EditorState,
+    InFlight,
+    append_text,
+    edit_latencies_ms,
+    edit_marker,
+    now_us,
+    own_cell_insert,
+)
 from agora_ws import CONFIG, AgoraWsUser, fire, seconds_until
 from locust import constant, task
 
@@ -142,4 +150,3 @@ class TypingEditor(EditorUser):
                 cursor = {"cell": cell, "anchor": self.length, "head": self.length}
                 self.conn.send(orjson.dumps({"type": "presence", "cursor": cursor}))
         self.idle()
-

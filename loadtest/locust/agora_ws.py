@@ -33,17 +33,22 @@ CONFIG: dict[str, Any] = json.loads(Path(os.environ["AGORA_LOCUST_CONFIG"]).read
 RECONNECTS = 3  # resumes per connection before it counts as lost
 
 
-def _warm_resolver() -> None:
-    # gevent's resolver starts its thread pool on the first lookup (tens of ms); do that here,
-    # not inside the first user's welcome time.
+_warm_pid = 0
+
+
+def warm_resolver() -> None:
+    """Resolve the server's name once per process, outside any timing: gevent's resolver starts
+    its thread pool on the first lookup (tens of ms), and forked workers start cold again."""
+    global _warm_pid
+    if _warm_pid == os.getpid():
+        return
+    _warm_pid = os.getpid()
     u = urlsplit(CONFIG["ws_base"])
     try:
         socket.getaddrinfo(u.hostname, u.port or (443 if u.scheme == "wss" else 80), 0, socket.SOCK_STREAM)
     except OSError:
         pass
 
-
-_warm_resolver()
 
 _connections: list[AgoraConnection] = []
 _flags: dict[str, Any] = {}
@@ -57,8 +62,13 @@ def set_flag(name: str, value: Any) -> None:
 
 def fire(name: str, ms: float, length: int = 0, exception: BaseException | None = None) -> None:
     """Record one custom metric sample (request type `WS`)."""
-    events.request.fire(
-        request_type="WS", name=name, response_time=ms, response_length=length, exception=exception, context={}
+    events.request.fire(  # type: ignore[no-untyped-call]
+        request_type="WS",
+        name=name,
+        response_time=ms,
+        response_length=length,
+        exception=exception,
+        context={},
     )
 
 
@@ -85,6 +95,7 @@ class AgoraConnection:
     def connect(self, resume: bool = False) -> dict[str, Any] | None:
         """Open the socket and read the welcome; fires `welcome` (or `resume`). None on failure."""
         name = "resume" if resume else "welcome"
+        warm_resolver()
         t0 = time.perf_counter()
         try:
             ws = websocket.create_connection(
@@ -94,7 +105,7 @@ class AgoraConnection:
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 0
                 raise ConnectionError(f"closed with {code} before the welcome: {payload[2:200]!r}")
-            message = orjson.loads(payload)
+            message: dict[str, Any] = orjson.loads(payload)
             if message.get("type") != "welcome":
                 raise ConnectionError(f"first message is not a welcome: {payload[:200]!r}")
         except Exception as exc:
@@ -225,5 +236,5 @@ def _write_summary(**_: Any) -> None:
     out.write_text(json.dumps({"connections": conns, "flags": _flags}))
 
 
-events.test_stop.add_listener(_write_summary)
-events.quitting.add_listener(_write_summary)
+events.test_stop.add_listener(_write_summary)  # type: ignore[no-untyped-call]
+events.quitting.add_listener(_write_summary)  # type: ignore[no-untyped-call]

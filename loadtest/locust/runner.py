@@ -52,29 +52,48 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("scenario", choices=sorted(SCENARIOS))
-    p.add_argument("--host", required=True, help="base URL of Agora (or of nginx in front), e.g. http://127.0.0.1:8000")
-    p.add_argument("--api-key", default=os.environ.get("AGORA_API_KEY"), help="API key (default: $AGORA_API_KEY)")
+    p.add_argument(
+        "--host", required=True, help="base URL of Agora (or of nginx in front), e.g. http://127.0.0.1:8000"
+    )
+    p.add_argument(
+        "--api-key", default=os.environ.get("AGORA_API_KEY"), help="API key (default: $AGORA_API_KEY)"
+    )
     p.add_argument("--viewers", type=int, help="viewers (classroom 100, class-starts 200, kernels 20)")
     p.add_argument("--editors", type=int, help="editors (classroom 10, class-starts 1, kernels 2)")
     p.add_argument("--users", type=int, help="platform: API clients (10)")
     p.add_argument(
-        "--rate", type=float,
+        "--rate",
+        type=float,
         help="ops/s per editor (2); kernels: runs/s per editor (0.2); platform: requests/s per user (5)",
     )
-    p.add_argument("--duration", type=float, help="measured seconds of typing / running / requests (30; class-starts 15)")
+    p.add_argument(
+        "--duration", type=float, help="measured seconds of typing / running / requests (30; class-starts 15)"
+    )
     p.add_argument("--csv", help="write locust's CSVs as PREFIX_stats.csv, … (default: a temporary prefix)")
-    p.add_argument("--processes", type=int, help="locust --processes: fork this many load processes (-1: one per core)")
-    p.add_argument("--spawn-rate", type=float, default=100.0, help="users started per second (not class-starts)")
-    p.add_argument("--join-window", type=float, default=5.0, help="class-starts: seconds within which all viewers join")
-    p.add_argument("--presence", type=float, default=0.5, help="fraction of edits followed by a cursor update")
-    p.add_argument("--server-pid", type=int, help="server pid for its CPU (found by port when the server is local)")
+    p.add_argument(
+        "--processes", type=int, help="locust --processes: fork this many load processes (-1: one per core)"
+    )
+    p.add_argument(
+        "--spawn-rate", type=float, default=100.0, help="users started per second (not class-starts)"
+    )
+    p.add_argument(
+        "--join-window", type=float, default=5.0, help="class-starts: seconds within which all viewers join"
+    )
+    p.add_argument(
+        "--presence", type=float, default=0.5, help="fraction of edits followed by a cursor update"
+    )
+    p.add_argument(
+        "--server-pid", type=int, help="server pid for its CPU (found by port when the server is local)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the scenario's notebooks afterwards")
     t = p.add_argument_group("thresholds (exit 1 when one does not hold)")
     t.add_argument("--max-p99-latency", type=float, default=100.0, help="p99 edit→viewer, ms")
     t.add_argument("--max-p99-welcome", type=float, default=1000.0, help="p99 time to welcome, ms")
     t.add_argument("--max-p99-output", type=float, default=2000.0, help="kernels: p99 execute→viewer, ms")
     t.add_argument("--max-error-rate", type=float, default=0.01, help="failed actions / actions")
-    t.add_argument("--min-delivery", type=float, default=0.999, help="ops received / ops due, over all viewers")
+    t.add_argument(
+        "--min-delivery", type=float, default=0.999, help="ops received / ops due, over all viewers"
+    )
     args = p.parse_args(argv)
     for key, value in DEFAULTS[args.scenario].items():
         if getattr(args, key) is None:
@@ -111,10 +130,17 @@ def kernels_preflight(api: Api, host: str, notebook: str) -> None:
         while time.time() < deadline:
             message = orjson.loads(ws.recv())
             if message.get("type") == "error":
-                raise CannotRun(f"kernels are not available on this server: {message.get('code')}: {message.get('message')}")
+                raise CannotRun(
+                    "kernels are not available on this server: "
+                    f"{message.get('code')}: {message.get('message')}"
+                )
             for entry in message.get("ops", []) if message.get("type") == "ops" else []:
                 for comp in entry["op"]:
-                    if comp.get("t") == "exec_state" and comp.get("id") == cell and comp.get("state") in ("done", "error"):
+                    if (
+                        comp.get("t") == "exec_state"
+                        and comp.get("id") == cell
+                        and comp.get("state") in ("done", "error")
+                    ):
                         if comp["state"] == "error":
                             raise CannotRun("the kernel check cell `print('ready')` ended in error")
                         return
@@ -213,7 +239,9 @@ def num(value: str) -> float:
         return float("nan")
 
 
-def cpu_report(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], wall: float) -> dict[str, Any]:
+def cpu_report(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], wall: float
+) -> dict[str, Any]:
     """Percent of one core per watched process group over the measured window."""
     out: dict[str, Any] = {}
     for name, b in before.items():
@@ -247,7 +275,9 @@ def judge(
 ) -> tuple[list[tuple[str, str, bool]], float]:
     """(check, observed vs limit, holds) for every threshold of this scenario, and the error rate."""
     by_name = {r["Name"]: r for r in rows if r["Type"] == "WS"}
-    actions = sum(int(r["Request Count"]) for r in rows if r["Name"] != "Aggregated" and r["Name"] not in LATENCY_ROWS)
+    actions = sum(
+        int(r["Request Count"]) for r in rows if r["Name"] != "Aggregated" and r["Name"] not in LATENCY_ROWS
+    )
     failures = sum(int(r["Failure Count"]) for r in rows if r["Name"] != "Aggregated")
     error_rate = failures / actions if actions else 1.0
     checks = [("error rate", f"{error_rate:.4f} ≤ {args.max_error_rate}", error_rate <= args.max_error_rate)]
@@ -336,9 +366,25 @@ def run_locust(args: argparse.Namespace, api: Api, notebook: str, users_cfg: dic
     if args.scenario != "platform":
         classes = [c for c, n in zip(classes, (args.viewers, args.editors), strict=True) if n > 0]
     cmd = [
-        str(Path(sys.executable).parent / "locust"), "-f", str(HERE / file), "--headless", "--only-summary",
-        "-u", str(pl.users), "-r", f"{pl.spawn_rate:g}", "-t", f"{pl.run_time}s", "--stop-timeout", "0",
-        "--csv", prefix, "--host", args.host, "--loglevel", "WARNING",
+        str(Path(sys.executable).parent / "locust"),
+        "-f",
+        str(HERE / file),
+        "--headless",
+        "--only-summary",
+        "-u",
+        str(pl.users),
+        "-r",
+        f"{pl.spawn_rate:g}",
+        "-t",
+        f"{pl.run_time}s",
+        "--stop-timeout",
+        "0",
+        "--csv",
+        prefix,
+        "--host",
+        args.host,
+        "--loglevel",
+        "WARNING",
     ]
     if args.processes:
         cmd += ["--processes", str(args.processes)]
@@ -374,8 +420,11 @@ def run_locust(args: argparse.Namespace, api: Api, notebook: str, users_cfg: dic
     rows = read_stats(prefix)
     conns, flags = read_reports(out_dir)
     if "kernels_unavailable" in flags:
-        print(f"agora-locust: cannot run kernels: the server answered kernels_unavailable: {flags['kernels_unavailable']}",
-              file=sys.stderr)
+        print(
+            "agora-locust: cannot run kernels: the server answered kernels_unavailable: "
+            f"{flags['kernels_unavailable']}",
+            file=sys.stderr,
+        )
         return 2
     extra: list[str] = []
     ratio: float | None = None

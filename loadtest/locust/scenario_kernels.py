@@ -89,7 +89,11 @@ class Runner(EditorUser):
         if kind == "ops":
             for entry in message["ops"]:
                 for comp in entry["op"]:
-                    if comp.get("t") == "exec_state" and comp.get("state") == "error" and comp.get("id") == self.cell:
+                    if (
+                        comp.get("t") == "exec_state"
+                        and comp.get("state") == "error"
+                        and comp.get("id") == self.cell
+                    ):
                         fire("run", 0, 0, RuntimeError("a run ended in exec_state error"))
                     for run in output_run_ids(comp):
                         t_exec = self.sent_exec.pop(run, None)
@@ -128,6 +132,8 @@ class Runner(EditorUser):
             t_exec = now_us()
             self.sent_exec[run] = t_exec
             self.conn.send(b'{"type":"execute","cells":["' + self.cell.encode() + b'"]}')
-            meta = [{"t": "meta_set", "id": self.cell, "key": RUN_META_KEY, "value": {"run": run, "t": t_exec}}]
+            meta = [
+                {"t": "meta_set", "id": self.cell, "key": RUN_META_KEY, "value": {"run": run, "t": t_exec}}
+            ]
             self.submit(meta)
         self.idle()

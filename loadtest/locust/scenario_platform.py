@@ -24,19 +24,28 @@ CLASS_SIZE = 30
 def small_notebook(marker: str) -> dict[str, Any]:
     """A 6-cell handout-like ipynb."""
     cells: list[dict[str, Any]] = [
-        {"cell_type": "markdown", "metadata": {}, "source": f"# Exercise {marker}\nRead the data, then plot it."}
+        {
+            "cell_type": "markdown",
+            "metadata": {},
+            "source": f"# Exercise {marker}\nRead the data, then plot it.",
+        }
     ]
     for i in range(5):
         cells.append(
             {
                 "cell_type": "code",
                 "metadata": {},
-                "source": f"import math\nvalues = [math.sin(x / 10) for x in range({i * 10 + 10})]\nsum(values)",
+                "source": f"import math\nvalues = [math.sin(x / 10) for x in range({i + 10})]\nsum(values)",
                 "outputs": [],
                 "execution_count": None,
             }
         )
-    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}, "cells": cells}
+    return {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": cells,
+    }
 
 
 def rid(k: int = 10) -> str:
@@ -66,8 +75,10 @@ class Platform(HttpUser):
     def create(self) -> None:
         nb_id = f"lt-{rid()}"
         with self.client.post(
-            f"{API}/notebooks", json={"id": nb_id, "name": "load test", "notebook": small_notebook(nb_id)},
-            name="/notebooks", catch_response=True,
+            f"{API}/notebooks",
+            json={"id": nb_id, "name": "load test", "notebook": small_notebook(nb_id)},
+            name="/notebooks",
+            catch_response=True,
         ) as r:
             if r.status_code == 201:
                 self.mine.append(nb_id)
@@ -81,7 +92,9 @@ class Platform(HttpUser):
         src = self.some()
         targets = [{"id": f"lt-{rid()}", "name": f"student {i}"} for i in range(CLASS_SIZE)]
         with self.client.post(
-            f"{API}/notebooks/{src}/copies", json={"targets": targets}, name="/notebooks/[id]/copies",
+            f"{API}/notebooks/{src}/copies",
+            json={"targets": targets},
+            name="/notebooks/[id]/copies",
             catch_response=True,
         ) as r:
             if r.status_code != 200:
@@ -101,7 +114,8 @@ class Platform(HttpUser):
         role = "editor" if random.random() < 0.3 else "viewer"
         user = {"id": f"u{random.randrange(1000)}", "name": "Student"}
         self.client.post(
-            f"{API}/tokens", json={"notebook": self.some(), "user": user, "role": role, "ttl": 3600},
+            f"{API}/tokens",
+            json={"notebook": self.some(), "user": user, "role": role, "ttl": 3600},
             name="/tokens",
         )
 
@@ -115,7 +129,9 @@ class Platform(HttpUser):
 
     @task(2)
     def history(self) -> None:
-        self.client.get(f"{API}/notebooks/{self.some()}/history?since=0&limit=100", name="/notebooks/[id]/history")
+        self.client.get(
+            f"{API}/notebooks/{self.some()}/history?since=0&limit=100", name="/notebooks/[id]/history"
+        )
 
     @task(2)
     def sessions(self) -> None:

@@ -111,9 +111,13 @@ def big_notebook(n_cells: int = 300) -> dict[str, Any]:
         if i % 3 == 0:
             cells.append(md_cell(f"## Section {i // 3}\n\n{para}"))
         else:
-            cell = code_cell(f"import pandas as pd\ndf{i} = pd.DataFrame({{'a': range({i}), 'b': range({i})}})\ndf{i}.head()")
+            cell = code_cell(f"import pandas as pd\ndf{i} = pd.DataFrame({{'a': range({i})}})\ndf{i}.head()")
             cell["outputs"] = [
-                {"output_type": "stream", "name": "stdout", "text": "   a  b\n0  0  0\n1  1  1\n2  2  2\n" * 12}
+                {
+                    "output_type": "stream",
+                    "name": "stdout",
+                    "text": "   a  b\n0  0  0\n1  1  1\n2  2  2\n" * 12,
+                }
             ]
             cells.append(cell)
     return notebook(cells)
