@@ -106,7 +106,7 @@ def lecture_notebook() -> dict[str, Any]:
 def big_notebook(n_cells: int = 300) -> dict[str, Any]:
     """A course notebook of about 300 KB (class-starts): alternating prose and code with outputs."""
     cells: list[dict[str, Any]] = []
-    para = "Pandas provides high-performance, easy-to-use data structures and data analysis tools. " * 6
+    para = "Pandas provides high-performance, easy-to-use data structures and data analysis tools. " * 9
     for i in range(n_cells):
         if i % 3 == 0:
             cells.append(md_cell(f"## Section {i // 3}\n\n{para}"))
@@ -116,7 +116,7 @@ def big_notebook(n_cells: int = 300) -> dict[str, Any]:
                 {
                     "output_type": "stream",
                     "name": "stdout",
-                    "text": "   a  b\n0  0  0\n1  1  1\n2  2  2\n" * 12,
+                    "text": "   a  b\n0  0  0\n1  1  1\n2  2  2\n" * 20,
                 }
             ]
             cells.append(cell)
