@@ -144,4 +144,6 @@ def test_impossible_threshold_exits_1(
     assert result.returncode == 1, explain(result)
     assert "FAIL  delivery: 1.00000 ≥ 1.5" in result.stdout, explain(result)
     assert "PASS  error rate" in result.stdout
-    assert count(ws_rows(prefix)["welcome"]) == 5
+    rows = ws_rows(prefix)
+    assert count(rows["welcome"]) == 5
+    assert count(rows["edit→viewer"]) == 4 * (count(rows["ack"]) - 1), explain(result)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import agora_batch
 import gevent
 import orjson
 import websocket
@@ -61,7 +62,10 @@ def set_flag(name: str, value: Any) -> None:
 
 
 def fire(name: str, ms: float, length: int = 0, exception: BaseException | None = None) -> None:
-    """Record one custom metric sample (request type `WS`)."""
+    """Record one custom metric sample (request type `WS`); successes are batched (agora_batch)."""
+    if exception is None:
+        agora_batch.record(name, ms, length)
+        return
     events.request.fire(  # type: ignore[no-untyped-call]
         request_type="WS",
         name=name,
