@@ -31,6 +31,48 @@ RUN_META_KEY = "agora_load_run"
 TINY_PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 
 
+OP_TEXT, OP_CLOSE, OP_PING = 0x1, 0x8, 0x9
+
+
+class FrameReader:
+    """Splits the server's byte stream into `(opcode, payload)` frames. Server frames are unmasked
+    and, from Agora, never fragmented (a continuation frame is passed through as it comes)."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """Take received bytes; return the frames they complete."""
+        buf = self.buf
+        buf += data
+        out: list[tuple[int, bytes]] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 2:
+            n = buf[pos + 1] & 0x7F
+            if n < 126:
+                start = pos + 2
+            elif n == 126:
+                if end - pos < 4:
+                    break
+                n = (buf[pos + 2] << 8) | buf[pos + 3]
+                start = pos + 4
+            else:
+                if end - pos < 10:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                start = pos + 10
+            if end < start + n:
+                break
+            out.append((buf[pos] & 0x0F, bytes(buf[start : start + n])))
+            pos = start + n
+        if pos:
+            del buf[:pos]
+        return out
+
+
 def now_us() -> int:
     """Wall-clock microseconds since the epoch: the clock every load process on a host shares."""
     return time.time_ns() // 1000

@@ -27,7 +27,7 @@ import agora_batch
 import gevent
 import orjson
 import websocket
-from agora_proto import SyncState, now_us
+from agora_proto import OP_CLOSE, OP_PING, OP_TEXT, FrameReader, SyncState, now_us
 from locust import User, events
 
 CONFIG: dict[str, Any] = json.loads(Path(os.environ["AGORA_LOCUST_CONFIG"]).read_text())
@@ -106,7 +106,7 @@ class AgoraConnection:
                 self.url(resume), timeout=60, skip_utf8_validation=True, enable_multithread=False
             )
             opcode, payload = ws.recv_data(control_frame=False)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
+            if opcode == OP_CLOSE:
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 0
                 raise ConnectionError(f"closed with {code} before the welcome: {payload[2:200]!r}")
             message: dict[str, Any] = orjson.loads(payload)
@@ -139,22 +139,23 @@ class AgoraConnection:
             ws = self.ws
             if ws is None:
                 return
-            try:
-                opcode, payload = ws.recv_data(control_frame=False)
-            except Exception:
-                opcode, payload = websocket.ABNF.OPCODE_CLOSE, b""
-            t = now_us()
-            if opcode == websocket.ABNF.OPCODE_TEXT:
-                yield t, payload, orjson.loads(payload)
-                continue
-            if opcode != websocket.ABNF.OPCODE_CLOSE:
-                continue
+            read = self._raw_frames if CONFIG.get("reader", "raw") == "raw" else self._library_frames
+            code = 1006
+            for t, opcode, payload in read(ws):
+                if opcode == OP_TEXT:
+                    yield t, payload, orjson.loads(payload)
+                elif opcode == OP_CLOSE:
+                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                    break
             if self.closed_by_us:
                 return
-            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1006
             self.close_codes.append(code)
             fire("closed", 0, 0, ConnectionError(f"server closed the socket with {code}"))
             self.ws = None
+            try:
+                ws.close(timeout=1)
+            except Exception:
+                pass
             attempts += 1
             if attempts > RECONNECTS:
                 self.lost = True
@@ -163,6 +164,46 @@ class AgoraConnection:
             message = self.connect(resume=True)
             if message is not None:
                 yield now_us(), b"", message
+
+    @staticmethod
+    def _library_frames(ws: websocket.WebSocket) -> Any:
+        """websocket-client's own frame parser (about 25 µs a frame in Python)."""
+        while True:
+            try:
+                opcode, payload = ws.recv_data(control_frame=False)
+            except Exception:
+                return
+            yield now_us(), opcode, payload
+            if opcode == OP_CLOSE:
+                return
+
+    @staticmethod
+    def _raw_frames(ws: websocket.WebSocket) -> Any:
+        """The same socket read in 256 KiB chunks and split by `FrameReader` (about 2.5 µs a
+        frame). websocket-client reads exactly what each frame needs, so after the welcome
+        nothing of the stream sits in its buffers. Frames of one chunk share its receive time."""
+        reader = FrameReader()
+        sock = ws.sock
+        if sock is None:
+            return
+        while True:
+            try:
+                data = sock.recv(262144)
+            except Exception:
+                return
+            if not data:
+                return
+            t = now_us()
+            for opcode, payload in reader.feed(data):
+                if opcode == OP_PING:
+                    try:
+                        ws.pong(payload)
+                    except Exception:
+                        return
+                    continue
+                yield t, opcode, payload
+                if opcode == OP_CLOSE:
+                    return
 
     def close(self) -> None:
         """Close from our side (the end of the test)."""

@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--server-pid", type=int, help="server pid for its CPU (found by port when the server is local)"
+    )
+    p.add_argument(
+        "--ws-reader",
+        choices=("raw", "websocket-client"),
+        default="raw",
+        help="how users parse received frames: a small frame splitter on websocket-client's socket, or "
+        "websocket-client's own parser (about ten times the CPU per frame)",
     )
     p.add_argument("--keep", action="store_true", help="keep the scenario's notebooks afterwards")
     t = p.add_argument_group("thresholds (exit 1 when one does not hold)")
@@ -159,33 +167,39 @@ def ws_base(host: str) -> str:
 
 @dataclass
 class Plan:
-    """The scenario's timeline (epoch seconds) and locust's user counts."""
+    """The scenario's timeline (epoch seconds) and locust's user counts. The runner stops locust
+    itself (SIGTERM, which locust handles like its time limit) at `stop_at`, so the drain after
+    the measured window does not depend on how long locust took to start."""
 
     users: int
     spawn_rate: float
     t0: float
     t_end: float
-    run_time: int
+    stop_at: float
 
 
 def plan(args: argparse.Namespace) -> Plan:
     now = time.time()
+    # After the last edit: its samples arrive (a second or two when overloaded), each load
+    # process reports its statistics to the master (every 3 s), locust rewrites the CSV (every
+    # 1 s): the CSV is only complete after all three.
+    drain = 3.0 + (3.0 if args.processes else 0.0) + 1.5
     if args.scenario == "platform":
         users = args.users
         spawn = max(1.0, min(args.spawn_rate, float(users)))
         t0 = now + STARTUP + users / spawn
-        return Plan(users, spawn, t0, t0 + args.duration, math.ceil(users / spawn + args.duration) + 3)
+        return Plan(users, spawn, t0, t0 + args.duration, t0 + args.duration + drain)
     users = args.viewers + args.editors
     if args.scenario == "class-starts":
         spawn = max(1.0, users / args.join_window)
         t0 = now + STARTUP  # the teacher types while the class joins
-        drain = 3.0
     else:
         spawn = args.spawn_rate
         t0 = now + STARTUP + users / spawn + 2.0  # everyone has joined before the measured window
-        drain = 8.0 if args.scenario == "kernels" else 3.0
+    if args.scenario == "kernels":
+        drain += 5.0  # the last runs' outputs
     t_end = t0 + args.duration
-    return Plan(users, spawn, t0, t_end, math.ceil(t_end + drain - now - STARTUP))
+    return Plan(users, spawn, t0, t_end, t_end + drain)
 
 
 def setup(api: Api, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -356,6 +370,7 @@ def run_locust(args: argparse.Namespace, api: Api, notebook: str, users_cfg: dic
         "editors": args.editors,
         "rate": args.rate,
         "presence": args.presence,
+        "reader": args.ws_reader,
         "t0": pl.t0,
         "t_end": pl.t_end,
         "out_dir": str(out_dir),
@@ -376,7 +391,7 @@ def run_locust(args: argparse.Namespace, api: Api, notebook: str, users_cfg: dic
         "-r",
         f"{pl.spawn_rate:g}",
         "-t",
-        f"{pl.run_time}s",
+        f"{math.ceil(pl.stop_at - time.time()) + 120}s",  # a backstop: the runner stops it
         "--stop-timeout",
         "0",
         "--csv",
@@ -393,7 +408,8 @@ def run_locust(args: argparse.Namespace, api: Api, notebook: str, users_cfg: dic
     server_pid = find_server_pid(args)
     print(
         f"agora-locust: {args.scenario} on {notebook}: {pl.users} users, measured window "
-        f"{args.duration:g} s starting in {pl.t0 - time.time():.1f} s; locust runs {pl.run_time} s",
+        f"{args.duration:g} s starting in {pl.t0 - time.time():.1f} s; "
+        f"locust stops in {pl.stop_at - time.time():.0f} s",
         flush=True,
     )
     proc = subprocess.Popen(cmd, env=env)
@@ -409,6 +425,10 @@ def run_locust(args: argparse.Namespace, api: Api, notebook: str, users_cfg: dic
             time.sleep(min(0.5, max(0.0, pl.t_end - time.time())))
             if proc.poll() is None:
                 after, t_after = sample_cpu(proc.pid, server_pid), time.time()
+        while proc.poll() is None and time.time() < pl.stop_at:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
         rc = proc.wait()
     except KeyboardInterrupt:
         proc.terminate()
