@@ -273,13 +273,29 @@ def seconds_until(t: float) -> float:
 
 
 def _write_summary(**_: Any) -> None:
+    """This process's connections and flags, for the runner (atomically replaced)."""
     with _lock:
         conns = [c.summary() for c in _connections]
     if not conns and not _flags:
         return
     out = Path(CONFIG["out_dir"]) / f"proc-{os.getpid()}.json"
-    out.write_text(json.dumps({"connections": conns, "flags": _flags}))
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"connections": conns, "flags": _flags}))
+    tmp.replace(out)
 
 
+def _summary_writer() -> None:
+    # Written every second, not only at the stop: a loaded forked worker may be gone before its
+    # stop handlers run. Nothing is committed after t_end, so the last write is the final state.
+    while True:
+        gevent.sleep(1.0)
+        _write_summary()
+
+
+def _on_test_start(**_: Any) -> None:
+    gevent.spawn(_summary_writer)
+
+
+events.test_start.add_listener(_on_test_start)  # type: ignore[no-untyped-call]
 events.test_stop.add_listener(_write_summary)  # type: ignore[no-untyped-call]
 events.quitting.add_listener(_write_summary)  # type: ignore[no-untyped-call]
