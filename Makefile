@@ -46,4 +46,4 @@ bench-quick: $(STAMP)
 	$(PY) -m loadtest.bench --duration 15 --viewers 200 --editors 10
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-locust .pytest_cache .mypy_cache .ruff_cache .hypothesis

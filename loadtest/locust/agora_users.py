@@ -140,6 +140,8 @@ class TypingEditor(EditorUser):
             if not self.acked.wait(ACK_TIMEOUT):
                 fire("ack", ACK_TIMEOUT * 1000, 0, TimeoutError("no ack within 30 s"))
                 continue
+            if time.time() >= CONFIG["t_end"]:
+                break
             text = edit_marker(now_us()) + self.rnd.choice(WORDS) + "\n"
             self.last_text = text
             self.length += len(text)

@@ -168,27 +168,27 @@ def ws_base(host: str) -> str:
 @dataclass
 class Plan:
     """The scenario's timeline (epoch seconds) and locust's user counts. The runner stops locust
-    itself (SIGTERM, which locust handles like its time limit) at `stop_at`, so the drain after
-    the measured window does not depend on how long locust took to start."""
+    itself (SIGTERM, which locust handles like its time limit) once the window is over and
+    everything has arrived, so no sample depends on how long locust took to start."""
 
     users: int
     spawn_rate: float
     t0: float
     t_end: float
-    stop_at: float
+    drain: float  # seconds between the end of the window (or settle()) and stopping locust
 
 
 def plan(args: argparse.Namespace) -> Plan:
     now = time.time()
-    # After the last edit: its samples arrive (a second or two when overloaded), each load
-    # process reports its statistics to the master (every 3 s), locust rewrites the CSV (every
-    # 1 s): the CSV is only complete after all three.
-    drain = 3.0 + (3.0 if args.processes else 0.0) + 1.5
+    # After the window: each load process reports its statistics to the master (every 3 s) and
+    # locust rewrites the CSV (every 1 s); only then is the CSV complete. (WebSocket scenarios
+    # first wait until every viewer holds the head: see settle().)
+    drain = (3.5 if args.processes else 0.5) + 1.5
     if args.scenario == "platform":
         users = args.users
         spawn = max(1.0, min(args.spawn_rate, float(users)))
         t0 = now + STARTUP + users / spawn
-        return Plan(users, spawn, t0, t0 + args.duration, t0 + args.duration + drain)
+        return Plan(users, spawn, t0, t0 + args.duration, drain)
     users = args.viewers + args.editors
     if args.scenario == "class-starts":
         spawn = max(1.0, users / args.join_window)
@@ -196,10 +196,27 @@ def plan(args: argparse.Namespace) -> Plan:
     else:
         spawn = args.spawn_rate
         t0 = now + STARTUP + users / spawn + 2.0  # everyone has joined before the measured window
-    if args.scenario == "kernels":
-        drain += 5.0  # the last runs' outputs
-    t_end = t0 + args.duration
-    return Plan(users, spawn, t0, t_end, t_end + drain)
+    return Plan(users, spawn, t0, t0 + args.duration, drain)
+
+
+def settle(
+    api: Api, notebook: str, out_dir: Path, proc: subprocess.Popen[bytes], limit: float = 60.0
+) -> None:
+    """After the window, wait until every viewer holds the head and the head has stopped moving
+    (the last edits and, for kernels, the last outputs have arrived), for at most `limit` s."""
+    deadline = time.time() + limit
+    last_head = -1
+    while proc.poll() is None and time.time() < deadline:
+        time.sleep(1.0)
+        try:
+            head = api.head(notebook)
+        except CannotRun:
+            return
+        conns, _ = read_reports(out_dir)
+        viewers = [c for c in conns if c["role"] == "viewer" and c["welcomed"] and not c["lost"]]
+        if head == last_head and all(c["version"] >= head for c in viewers):
+            return
+        last_head = head
 
 
 def setup(api: Api, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -391,7 +408,7 @@ def run_locust(args: argparse.Namespace, api: Api, notebook: str, users_cfg: dic
         "-r",
         f"{pl.spawn_rate:g}",
         "-t",
-        f"{math.ceil(pl.stop_at - time.time()) + 120}s",  # a backstop: the runner stops it
+        f"{math.ceil(pl.t_end - time.time() + pl.drain) + 180}s",  # a backstop: the runner stops it
         "--stop-timeout",
         "0",
         "--csv",
@@ -409,7 +426,7 @@ def run_locust(args: argparse.Namespace, api: Api, notebook: str, users_cfg: dic
     print(
         f"agora-locust: {args.scenario} on {notebook}: {pl.users} users, measured window "
         f"{args.duration:g} s starting in {pl.t0 - time.time():.1f} s; "
-        f"locust stops in {pl.stop_at - time.time():.0f} s",
+        f"locust stops when every viewer has the last edit",
         flush=True,
     )
     proc = subprocess.Popen(cmd, env=env)
@@ -425,7 +442,10 @@ def run_locust(args: argparse.Namespace, api: Api, notebook: str, users_cfg: dic
             time.sleep(min(0.5, max(0.0, pl.t_end - time.time())))
             if proc.poll() is None:
                 after, t_after = sample_cpu(proc.pid, server_pid), time.time()
-        while proc.poll() is None and time.time() < pl.stop_at:
+        if args.scenario != "platform":
+            settle(api, notebook, out_dir, proc)
+        stop_at = time.time() + pl.drain
+        while proc.poll() is None and time.time() < stop_at:
             time.sleep(0.05)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
