@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -147,3 +148,34 @@ def test_impossible_threshold_exits_1(
     rows = ws_rows(prefix)
     assert count(rows["welcome"]) == 5
     assert count(rows["edit→viewer"]) == 4 * (count(rows["ack"]) - 1), explain(result)
+
+
+def test_server_restart_mid_run_resumes(
+    locust_venv: None, server_process: ServerProcess, tmp_path: Path
+) -> None:
+    """Viewers and editors closed by a server restart resume with `since` and their client id;
+    every viewer still gets every op, each close is a reported failure."""
+    prefix = tmp_path / "restart"
+    cmd = [
+        str(RUN), "classroom", "--host", server_process.base_url, "--api-key", server_process.api_key,
+        "--viewers", "3", "--editors", "1", "--rate", "4", "--duration", "10", "--csv", str(prefix),
+        "--max-error-rate", "1", *RELAXED,
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # "… measured window 10 s starting in T s; …"
+    starts_in = float(first.split("starting in ")[1].split(" s")[0])
+    time.sleep(starts_in + 3)
+    assert server_process.stop() == 0
+    server_process.start()
+    out, err = proc.communicate(timeout=300)
+    result = subprocess.CompletedProcess(cmd, proc.returncode, first + out, err)
+    assert result.returncode == 0, explain(result)
+    rows = ws_rows(prefix)
+    assert count(rows["closed"]) == 4, explain(result)
+    # Each of the 4 connections resumed once; attempts while the server was down failed.
+    assert count(rows["resume"]) - int(rows["resume"]["Failure Count"]) == 4, explain(result)
+    assert "delivery: 1.00000 over 3 viewers" in result.stdout, explain(result)
+    assert "0 lost" in result.stdout
+    edits = count(rows["ack"]) - 1
+    assert count(rows["edit→viewer"]) == 3 * edits, explain(result)

@@ -39,7 +39,9 @@ class EditViewer(AgoraWsUser):
     wait_time = constant(1)
 
     def handle(self, t_us: int, payload: bytes, message: dict[str, Any]) -> None:
-        if message.get("type") == "ops":
+        # Ops frames, and the ops a resume welcome carries (a snapshot welcome's payload is
+        # empty here: the markers in its cell sources are not new edits).
+        if message.get("type") in ("ops", "welcome"):
             for ms in edit_latencies_ms(payload, t_us):
                 fire("edit→viewer", ms, len(payload))
 

@@ -25,13 +25,14 @@ from urllib.parse import urlencode, urlsplit
 
 import agora_batch
 import gevent
+import locust.runners
 import orjson
 import websocket
 from agora_proto import OP_CLOSE, OP_PING, OP_TEXT, FrameReader, SyncState, now_us
 from locust import User, events
 
 CONFIG: dict[str, Any] = json.loads(Path(os.environ["AGORA_LOCUST_CONFIG"]).read_text())
-RECONNECTS = 3  # resumes per connection before it counts as lost
+RECONNECTS = 6  # resume attempts after a close (backoff 0.25 s doubling to 4 s: ~12 s in all)
 
 
 _warm_pid = 0
@@ -50,6 +51,12 @@ def warm_resolver() -> None:
     except OSError:
         pass
 
+
+# A load process starved of CPU (a busy or shared load generator) can miss locust's 3 one-second
+# heartbeats; the master then drops it and hands all its users to the others, which skews the
+# run (seen here: 530 users in one of two processes). Allow 30 s. (A module constant of locust,
+# which is pinned: requirements.txt.)
+locust.runners.HEARTBEAT_LIVENESS = 30
 
 _connections: list[AgoraConnection] = []
 _flags: dict[str, Any] = {}
@@ -87,6 +94,7 @@ class AgoraConnection:
         self.closed_by_us = False
         self.lost = False
         self.close_codes: list[int] = []
+        self.welcome_payload = b""  # the last resume welcome (its ops carry edit markers)
         with _lock:
             _connections.append(self)
 
@@ -119,6 +127,7 @@ class AgoraConnection:
         ws.settimeout(None)
         self.ws = ws
         self.sync.welcome(message)
+        self.welcome_payload = payload if "ops" in message else b""
         return message
 
     def send(self, data: bytes) -> bool:
@@ -156,14 +165,15 @@ class AgoraConnection:
                 ws.close(timeout=1)
             except Exception:
                 pass
-            attempts += 1
-            if attempts > RECONNECTS:
-                self.lost = True
+            message = None
+            while message is None and attempts < RECONNECTS and not self.closed_by_us:
+                attempts += 1
+                gevent.sleep(min(4.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2))
+                message = self.connect(resume=True)
+            if message is None:
+                self.lost = not self.closed_by_us
                 return
-            gevent.sleep(random.uniform(0.1, 0.5))
-            message = self.connect(resume=True)
-            if message is not None:
-                yield now_us(), b"", message
+            yield now_us(), self.welcome_payload, message
 
     @staticmethod
     def _library_frames(ws: websocket.WebSocket) -> Any:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,11 +242,12 @@ def read_stats(prefix: str) -> list[dict[str, str]]:
 
 
 def read_reports(out_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every load process's connection summaries (each tagged with `proc`) and flags."""
     conns: list[dict[str, Any]] = []
     flags: dict[str, Any] = {}
     for path in sorted(out_dir.glob("proc-*.json")):
         data = json.loads(path.read_text())
-        conns += data["connections"]
+        conns += [dict(c, proc=path.stem) for c in data["connections"]]
         flags.update(data["flags"])
     return conns, flags
 
@@ -475,7 +477,10 @@ def run_locust(args: argparse.Namespace, api: Api, notebook: str, users_cfg: dic
             return 2
         head = api.head(notebook)
         ratio, unwelcomed = delivery(conns, head)
+        per_process = sorted(Counter(c["proc"] for c in conns).values(), reverse=True)
         viewers = [c for c in conns if c["role"] == "viewer"]
+        if args.processes:
+            extra.append(f"users per load process: {per_process}")
         extra.append(
             f"delivery: {'n/a' if ratio is None else f'{ratio:.5f}'} over {len(viewers)} viewers "
             f"(head v{head}; {unwelcomed} never welcomed; {sum(c['gaps'] for c in conns)} version gaps; "
