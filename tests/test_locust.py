@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.nginx_process import running_proxy
 from tests.server_process import ROOT, ServerProcess
 
 RUN = ROOT / "loadtest" / "locust" / "run"
@@ -30,9 +31,10 @@ def locust_venv() -> None:
 
 
 def run(
-    scenario: str, server: ServerProcess, *args: str, key: str | None = None
+    scenario: str, server: ServerProcess, *args: str, key: str | None = None, host: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [str(RUN), scenario, "--host", server.base_url, "--api-key", key or server.api_key, *args]
+    """`loadtest/locust/run SCENARIO` against `server` (or `host`, e.g. a proxy in front of it)."""
+    cmd = [str(RUN), scenario, "--host", host or server.base_url, "--api-key", key or server.api_key, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
@@ -69,7 +71,9 @@ def test_classroom_smoke(locust_venv: None, server_process: ServerProcess, tmp_p
     assert all(r["Failure Count"] == "0" for r in rows.values()), explain(result)
     assert "PASS  p99 edit→viewer" in result.stdout
     assert "delivery: 1.00000 over 4 viewers" in result.stdout
-    assert "CPU server:" in result.stdout and "CPU load generator:" in result.stdout
+    assert server_process.proc is not None
+    assert f"pid {server_process.proc.pid})" in result.stdout, explain(result)
+    assert "CPU load generator:" in result.stdout
 
 
 def test_class_starts_smoke(locust_venv: None, server_process: ServerProcess, tmp_path: Path) -> None:
@@ -179,3 +183,19 @@ def test_server_restart_mid_run_resumes(
     assert "0 lost" in result.stdout
     edits = count(rows["ack"]) - 1
     assert count(rows["edit→viewer"]) == 3 * edits, explain(result)
+
+
+def test_classroom_behind_nginx(locust_venv: None, server_process: ServerProcess, tmp_path: Path) -> None:
+    """The scenarios work through the proxy of `agora proxy-config` (HTTP and WebSocket)."""
+    prefix = tmp_path / "nginx"
+    with running_proxy([server_process.port]) as proxy:
+        result = run(
+            "classroom", server_process, "--viewers", "3", "--editors", "1", "--rate", "4", "--duration", "2",
+            "--csv", str(prefix), *RELAXED, host=proxy.base_url,
+        )  # fmt: skip
+        access = proxy.access_log()
+    assert result.returncode == 0, explain(result)
+    rows = ws_rows(prefix)
+    assert count(rows["welcome"]) == 4
+    assert count(rows["edit→viewer"]) == 3 * (count(rows["ack"]) - 1), explain(result)
+    assert access.count('/ws HTTP/1.1" 101') == 4, access  # the sockets really went through nginx

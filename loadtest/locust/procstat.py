@@ -18,6 +18,14 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def command(pid: int) -> str:
+    """The process's short command name (`/proc/PID/comm`), '?' if unreadable."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
 def children(pid: int) -> list[int]:
     """Every descendant of `pid` (from the /proc children lists of its threads)."""
     out: list[int] = []

@@ -290,7 +290,7 @@ def sample_cpu(locust_pid: int, server_pid: int | None) -> dict[str, dict[int, f
     if server_pid is not None:
         s = procstat.cpu_seconds(server_pid)
         if s is not None:
-            out["server"] = {server_pid: s}
+            out[f"server ({procstat.command(server_pid)}, pid {server_pid})"] = {server_pid: s}
     return out
 
 
