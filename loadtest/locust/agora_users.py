@@ -39,6 +39,7 @@ class EditViewer(AgoraWsUser):
     wait_time = constant(1)
 
     def handle(self, t_us: int, payload: bytes, message: dict[str, Any]) -> None:
+        """Time every edit marker of an ops frame (or of a resume welcome's ops)."""
         # Ops frames, and the ops a resume welcome carries (a snapshot welcome's payload is
         # empty here: the markers in its cell sources are not new edits).
         if message.get("type") in ("ops", "welcome"):
@@ -47,6 +48,7 @@ class EditViewer(AgoraWsUser):
 
     @task
     def watch(self) -> None:
+        """Viewers only listen; the receive greenlet does the work."""
         gevent.sleep(1)
 
 
@@ -58,6 +60,7 @@ class EditorUser(AgoraWsUser):
     wait_time = constant(0)
 
     def on_start(self) -> None:
+        """Connect, with the editor state bound to the connection's versions."""
         self.ed = EditorState()
         self.acked = gevent.event.Event()
         self.acked.set()
@@ -66,6 +69,7 @@ class EditorUser(AgoraWsUser):
         self.ed.sync = self.conn.sync
 
     def handle(self, t_us: int, payload: bytes, message: dict[str, Any]) -> None:
+        """Acks (own op back, or an `ack` frame), resends after a resume, rejects."""
         kind = message.get("type")
         done: InFlight | None = None
         if kind == "ops":
@@ -121,15 +125,18 @@ class TypingEditor(EditorUser):
     abstract = True
 
     def on_start(self) -> None:
+        """Start with an empty cell of its own."""
         self.length = 0
         self.last_text = ""
         super().on_start()
 
     def on_reject(self) -> None:
+        """The rejected text was not committed: forget its length."""
         self.length -= len(self.last_text)
 
     @task
     def type_(self) -> None:
+        """Make the own cell, then type from t0 to t_end, then stay connected."""
         if self.conn.ws is None:
             self.idle()
         cell = self.make_own_cell()

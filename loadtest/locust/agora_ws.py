@@ -99,6 +99,7 @@ class AgoraConnection:
             _connections.append(self)
 
     def url(self, resume: bool) -> str:
+        """The sync URL for this token; with `resume`, `since` and the client id too."""
         query: dict[str, str] = {"token": self.token}
         if resume:
             query.update(since=str(self.sync.version), client=self.sync.client)
@@ -247,10 +248,12 @@ class AgoraWsUser(User):
     role = "viewer"
 
     def token(self) -> str:
+        """One of the runner's tokens for this role."""
         tokens: list[str] = CONFIG[f"{self.role}_tokens"]
         return tokens[random.randrange(len(tokens))]
 
     def on_start(self) -> None:
+        """Connect (timing the welcome) and start the receive greenlet."""
         self.conn = AgoraConnection(self.role, self.token())
         self.receiver: gevent.Greenlet | None = None
         if self.conn.connect() is None:
@@ -258,6 +261,7 @@ class AgoraWsUser(User):
         self.receiver = gevent.spawn(self.receive_loop)
 
     def receive_loop(self) -> None:
+        """Take versions from every frame and pass every message to `handle`."""
         for t, payload, message in self.conn.frames():
             kind = message.get("type")
             if kind == "ops":
@@ -272,6 +276,7 @@ class AgoraWsUser(User):
         """Scenario hook: one server message (the version is already taken)."""
 
     def on_stop(self) -> None:
+        """Close the socket from our side and stop receiving."""
         self.conn.close()
         if self.receiver is not None:
             self.receiver.kill(block=False)

@@ -48,6 +48,7 @@ STARTUP = 4.0  # seconds locust needs to import and fork before it spawns users
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line, with each scenario's defaults filled in."""
     p = argparse.ArgumentParser(
         prog="loadtest/locust/run",
         description="Run a bundled locust load scenario against an Agora server.",
@@ -180,6 +181,7 @@ class Plan:
 
 
 def plan(args: argparse.Namespace) -> Plan:
+    """The timeline and user counts for this run, from now."""
     now = time.time()
     # After the window: each load process reports its statistics to the master (every 3 s) and
     # locust rewrites the CSV (every 1 s); only then is the CSV complete. (WebSocket scenarios
@@ -237,6 +239,7 @@ def setup(api: Api, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def read_stats(prefix: str) -> list[dict[str, str]]:
+    """The rows of locust's `PREFIX_stats.csv`."""
     with open(f"{prefix}_stats.csv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
@@ -266,6 +269,7 @@ def delivery(conns: list[dict[str, Any]], head: int) -> tuple[float | None, int]
 
 
 def num(value: str) -> float:
+    """A CSV number, NaN when empty (locust writes `N/A` for no samples)."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -286,6 +290,7 @@ def cpu_report(
 
 
 def sample_cpu(locust_pid: int, server_pid: int | None) -> dict[str, dict[int, float]]:
+    """CPU seconds now of the load generator's process tree and of the server."""
     out = {"load generator": procstat.tree_cpu(locust_pid)}
     if server_pid is not None:
         s = procstat.cpu_seconds(server_pid)
@@ -295,6 +300,7 @@ def sample_cpu(locust_pid: int, server_pid: int | None) -> dict[str, dict[int, f
 
 
 def find_server_pid(args: argparse.Namespace) -> int | None:
+    """`--server-pid`, or the local process listening on `--host`'s port, if any."""
     if args.server_pid:
         return int(args.server_pid)
     u = urlsplit(args.host)
@@ -341,6 +347,7 @@ def judge(
 def print_summary(
     rows: list[dict[str, str]], checks: list[tuple[str, str, bool]], cpu: dict[str, Any], extra: list[str]
 ) -> None:
+    """The custom metrics, delivery, CPU and threshold verdicts, after locust's own table."""
     print("\n=== Agora custom metrics (ms) ===")
     print(f"{'metric':<18}{'count':>9}{'fails':>7}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>9}")
     for r in rows:
@@ -361,6 +368,7 @@ def print_summary(
 
 
 def main(argv: list[str]) -> int:
+    """Run one scenario; returns the exit code (0 thresholds hold, 1 not, 2 could not run)."""
     args = parse_args(argv)
     api = Api(args.host, args.api_key)
     notebook: str | None = None
@@ -377,6 +385,7 @@ def main(argv: list[str]) -> int:
 
 
 def run_locust(args: argparse.Namespace, api: Api, notebook: str, users_cfg: dict[str, Any]) -> int:
+    """Start locust on the prepared notebook, sample CPU, stop it when done, judge the result."""
     work = Path(tempfile.mkdtemp(prefix="agora-locust-"))
     out_dir = work / "reports"
     out_dir.mkdir()

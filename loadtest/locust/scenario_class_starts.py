@@ -8,8 +8,12 @@ from agora_ws import CONFIG
 
 
 class Viewer(EditViewer):
+    """The class: joins within the join window."""
+
     fixed_count = int(CONFIG["viewers"])
 
 
 class Teacher(TypingEditor):
+    """The teacher, typing while the class joins."""
+
     fixed_count = int(CONFIG["editors"])

@@ -11,8 +11,12 @@ from agora_ws import CONFIG
 
 
 class Viewer(EditViewer):
+    """A student watching."""
+
     fixed_count = int(CONFIG["viewers"])
 
 
 class Editor(TypingEditor):
+    """A student typing in a cell of their own."""
+
     fixed_count = int(CONFIG["editors"])

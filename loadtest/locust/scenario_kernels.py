@@ -59,28 +59,36 @@ class RunTimes:
 
 
 class Viewer(EditViewer):
+    """Watches outputs arrive and times each run (`execute→viewer`)."""
+
     fixed_count = int(CONFIG["viewers"])
 
     def on_start(self) -> None:
+        """Connect with an empty table of runs."""
         self.runs = RunTimes()
         super().on_start()
 
     def handle(self, t_us: int, payload: bytes, message: dict[str, Any]) -> None:
+        """Match run ids in outputs with the execute times in the metadata."""
         if message.get("type") == "ops":
             for _, ms in self.runs.take(t_us, message):
                 fire("execute→viewer", ms, len(payload))
 
 
 class Runner(EditorUser):
+    """Runs its own cell again and again (a print, a loop, an image)."""
+
     fixed_count = int(CONFIG["editors"])
 
     def on_start(self) -> None:
+        """Connect with no run pending."""
         self.length = 0
         self.outputs: dict[str, float] = {}
         self.sent_exec: dict[str, int] = {}
         super().on_start()
 
     def handle(self, t_us: int, payload: bytes, message: dict[str, Any]) -> None:
+        """Refusals (`kernels_unavailable`), failed runs, and its own runs' first outputs."""
         kind = message.get("type")
         if kind == "error" and message.get("code") == "kernels_unavailable":
             set_flag("kernels_unavailable", message.get("message", ""))
@@ -102,6 +110,7 @@ class Runner(EditorUser):
         super().handle(t_us, payload, message)
 
     def on_stop(self) -> None:
+        """Runs still without output well after their execute are failures."""
         stale = now_us() - int(OUTPUT_TIMEOUT * 1_000_000) // 6
         for run, t_exec in list(self.sent_exec.items()):
             if t_exec < stale:
@@ -110,6 +119,7 @@ class Runner(EditorUser):
 
     @task
     def run_cells(self) -> None:
+        """Make the own cell, then run programs in it at `rate` from t0 to t_end."""
         self.cell = ""
         if self.conn.ws is None:
             self.idle()

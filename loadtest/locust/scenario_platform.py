@@ -54,17 +54,22 @@ def rid(k: int = 10) -> str:
 
 
 class Platform(HttpUser):
+    """One platform backend calling the API."""
+
     wait_time = constant_throughput(float(CONFIG["rate"]))
 
     def on_start(self) -> None:
+        """Authenticate with the API key; start from the runner's handout."""
         self.client.headers["Authorization"] = f"Bearer {CONFIG['api_key']}"
         self.mine: list[str] = [CONFIG["notebook"]]
         self.versions: dict[str, int] = {}
 
     def some(self) -> str:
+        """One of the notebooks this user works on."""
         return random.choice(self.mine)
 
     def remember(self, response: Any) -> None:
+        """Keep a notebook's version from a summary answer (for revert targets)."""
         try:
             body = response.json()
             self.versions[body["id"]] = int(body["version"])
@@ -73,6 +78,7 @@ class Platform(HttpUser):
 
     @task(2)
     def create(self) -> None:
+        """A teacher uploads a new handout."""
         nb_id = f"lt-{rid()}"
         with self.client.post(
             f"{API}/notebooks",
@@ -89,6 +95,7 @@ class Platform(HttpUser):
 
     @task(1)
     def copies_to_class(self) -> None:
+        """A handout is copied to a class of 30 in one call."""
         src = self.some()
         targets = [{"id": f"lt-{rid()}", "name": f"student {i}"} for i in range(CLASS_SIZE)]
         with self.client.post(
@@ -111,6 +118,7 @@ class Platform(HttpUser):
 
     @task(12)
     def mint_token(self) -> None:
+        """A page view: a token for the embed page (30 % editors)."""
         role = "editor" if random.random() < 0.3 else "viewer"
         user = {"id": f"u{random.randrange(1000)}", "name": "Student"}
         self.client.post(
@@ -121,28 +129,34 @@ class Platform(HttpUser):
 
     @task(6)
     def summary(self) -> None:
+        """The notebook's summary (connections, kernel)."""
         self.client.get(f"{API}/notebooks/{self.some()}", name="/notebooks/[id]")
 
     @task(6)
     def read_content(self) -> None:
+        """The content, for grading or export."""
         self.client.get(f"{API}/notebooks/{self.some()}/content", name="/notebooks/[id]/content")
 
     @task(2)
     def history(self) -> None:
+        """The first page of history."""
         self.client.get(
             f"{API}/notebooks/{self.some()}/history?since=0&limit=100", name="/notebooks/[id]/history"
         )
 
     @task(2)
     def sessions(self) -> None:
+        """Who is connected."""
         self.client.get(f"{API}/notebooks/{self.some()}/sessions", name="/notebooks/[id]/sessions")
 
     @task(1)
     def list_notebooks(self) -> None:
+        """The first page of the notebook list."""
         self.client.get(f"{API}/notebooks?limit=50", name="/notebooks")
 
     @task(2)
     def put_content(self) -> None:
+        """The platform replaces the content (a revised handout)."""
         nb_id = self.some()
         nb = small_notebook(nb_id)
         nb = copy.deepcopy(nb)
@@ -155,6 +169,7 @@ class Platform(HttpUser):
 
     @task(1)
     def revert(self) -> None:
+        """Revert to a random earlier version."""
         nb_id = self.some()
         head = self.versions.get(nb_id, 0)
         target = random.randint(0, head) if head else 0

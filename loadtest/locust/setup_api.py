@@ -80,14 +80,17 @@ class Api:
 
 
 def code_cell(source: str) -> dict[str, Any]:
+    """An ipynb code cell without outputs."""
     return {"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
 
 
 def md_cell(source: str) -> dict[str, Any]:
+    """An ipynb markdown cell."""
     return {"cell_type": "markdown", "metadata": {}, "source": source}
 
 
 def notebook(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """An nbformat 4.5 notebook with a python3 kernelspec."""
     return {
         "nbformat": 4,
         "nbformat_minor": 5,
