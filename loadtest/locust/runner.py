@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -385,8 +386,22 @@ def main(argv: list[str]) -> int:
 
 
 def run_locust(args: argparse.Namespace, api: Api, notebook: str, users_cfg: dict[str, Any]) -> int:
-    """Start locust on the prepared notebook, sample CPU, stop it when done, judge the result."""
+    """Start locust on the prepared notebook, sample CPU, stop it when done, judge the result.
+    The work dir keeps only locust's CSVs afterwards (when no `--csv`): the config holds tokens
+    and, for `platform`, the API key."""
     work = Path(tempfile.mkdtemp(prefix="agora-locust-"))
+    try:
+        return _run_locust(args, api, notebook, users_cfg, work)
+    finally:
+        (work / "config.json").unlink(missing_ok=True)
+        shutil.rmtree(work / "reports", ignore_errors=True)
+        if not any(work.iterdir()):
+            work.rmdir()
+
+
+def _run_locust(
+    args: argparse.Namespace, api: Api, notebook: str, users_cfg: dict[str, Any], work: Path
+) -> int:
     out_dir = work / "reports"
     out_dir.mkdir()
     prefix = args.csv or str(work / "locust")
