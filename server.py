@@ -38,6 +38,7 @@ from engine.engine import Engine
 from engine.errors import Conflict
 from engine.fanout import FanoutLimits
 from engine.ipynb import import_notebook
+from engine.kernels import KernelService, KernelSettings, OutputLimits, RoomSink
 from engine.room import RoomConfig
 from engine.storage.disk import UnsafeNoSyncDisk
 from engine.storage.files import FileStorage
@@ -62,6 +63,105 @@ class Settings:
     fsync: bool = True
     dev: bool = False
     host_id: str = ""  # X-Agora-Host; empty: hostname:port
+    kernels: KernelFlags = field(default_factory=lambda: KernelFlags())
+
+
+# ---- kernel flags (contract §1, §2, §8) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KernelFlags:
+    """`--max-kernels`, `--kernel-idle-timeout`, `--kernel-memory`, `--output-max-*`."""
+
+    max_kernels: int = 32
+    idle_timeout: float = 3600.0
+    memory: int = 2 * 1024**3
+    output_max_bytes: int = 1024 * 1024
+    output_max_items: int = 500
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def _size(text: str) -> int:
+    """A byte size: `1048576`, `512KiB`, `1MiB`, `2GiB` (also kB/MB/GB, powers of ten)."""
+    number = text.strip().rstrip("bBiIkKmMgG")
+    unit = text.strip()[len(number) :].lower()
+    if unit not in _SIZE_UNITS or not number:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 1048576, 512KiB, 1MiB or 2GiB)")
+    try:
+        value = int(float(number) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def _add_kernel_flags(serve: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    serve.add_argument(
+        "--max-kernels",
+        type=_positive_int,
+        default=env("AGORA_MAX_KERNELS", "32"),
+        help="kernels running at once; beyond, a start is 503 kernel_limit "
+        "(env AGORA_MAX_KERNELS, default 32)",
+    )
+    serve.add_argument(
+        "--kernel-idle-timeout",
+        type=float,
+        default=env("AGORA_KERNEL_IDLE_TIMEOUT", "3600"),
+        help="seconds an idle kernel lives (env AGORA_KERNEL_IDLE_TIMEOUT, default 3600)",
+    )
+    serve.add_argument(
+        "--kernel-memory",
+        type=_size,
+        default=env("AGORA_KERNEL_MEMORY", "2GiB"),
+        help="address-space cap per kernel (RLIMIT_AS) (env AGORA_KERNEL_MEMORY, default 2GiB)",
+    )
+    serve.add_argument(
+        "--output-max-bytes",
+        type=_size,
+        default=env("AGORA_OUTPUT_MAX_BYTES", "1MiB"),
+        help="output kept per cell run (env AGORA_OUTPUT_MAX_BYTES, default 1MiB)",
+    )
+    serve.add_argument(
+        "--output-max-items",
+        type=_positive_int,
+        default=env("AGORA_OUTPUT_MAX_ITEMS", "500"),
+        help="outputs kept per cell run (env AGORA_OUTPUT_MAX_ITEMS, default 500)",
+    )
+
+
+def _kernel_flags(args: argparse.Namespace) -> KernelFlags:
+    return KernelFlags(
+        args.max_kernels,
+        args.kernel_idle_timeout,
+        args.kernel_memory,
+        args.output_max_bytes,
+        args.output_max_items,
+    )
+
+
+def _kernel_service(flags: KernelFlags, data_dir: Path, engine: Engine) -> KernelService:
+    settings = KernelSettings(
+        data_dir=data_dir.resolve(),
+        memory=flags.memory,
+        idle_timeout=flags.idle_timeout,
+        outputs=OutputLimits(max_bytes=flags.output_max_bytes, max_items=flags.output_max_items),
+    )
+    return KernelService(settings, lambda nid: RoomSink(engine, nid), flags.max_kernels)
 
 
 def _env_list(name: str) -> list[str]:
@@ -107,6 +207,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("AGORA_FSYNC", "1") == "0",
         help="skip fsync (benchmarks only: acknowledged ops may be lost on power failure)",
     )
+    _add_kernel_flags(serve)
     keys = sub.add_parser("keys", help="manage API keys stored in the data dir")
     keys.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AGORA_DATA_DIR", "./data")))
     keys_sub = keys.add_subparsers(dest="action", required=True)
@@ -172,6 +273,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         keep_snapshots=args.keep_snapshots,
         fsync=not args.unsafe_no_fsync,
         dev=args.dev,
+        kernels=_kernel_flags(args),
         host_id=args.host_id,
     )
 
@@ -252,8 +354,11 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
     sock = listener.bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     base = settings.public_url or f"http://{settings.host}:{port}"
+    kernels = _kernel_service(settings.kernels, settings.data_dir, engine)
     host_id = settings.host_id or f"{socket.gethostname()}:{port}"
-    app = create_app(engine, keys=keys, secret=secret, public_url=base, host_id=host_id)
+    app = create_app(
+        engine, keys=keys, secret=secret, public_url=base, kernel_service=kernels, host_id=host_id
+    )
     hconfig = HypercornConfig()
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
@@ -261,7 +366,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
     context = WorkerContext(None)
     lifespan_state: dict[str, object] = {}
     lifespan = Lifespan(asgi, hconfig, lifespan_state)
-    sync_config = SyncConfig(secret=secret, fanout=room_config.fanout, host_id=host_id)
+    sync_config = SyncConfig(secret=secret, fanout=room_config.fanout, kernels=kernels, host_id=host_id)
 
     async def on_http(stream: trio.abc.Stream) -> None:
         await TCPServer(asgi, hconfig, context, ConnectionState(dict(lifespan_state)), stream)  # type: ignore[arg-type]
@@ -272,6 +377,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.run)
+            await nursery.start(kernels.run)
             await nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
             if settings.dev:  # before the port answers, so /healthz means the banner is out
@@ -286,6 +392,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
                     log.info("signal %d: flushing notebooks and shutting down", signum)
                     break
                 accepting.cancel()  # stop accepting first,
+                await kernels.shutdown_all()  # end the runs (their cells say so) and the kernels,
                 await engine.registry.close_all()  # then flush every notebook (clients get 1001),
                 front.cancel_scope.cancel()  # then end the remaining connections
             await lifespan.wait_for_shutdown()

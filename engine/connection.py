@@ -34,12 +34,14 @@ from engine import metrics
 from engine.auth.tokens import TokenError, verify_token
 from engine.errors import EngineError, NotFound
 from engine.fanout import FanoutLimits, Peer, PeerClosed
+from engine.kernels import KernelService
 from engine.listener import close_socket
 from engine.room import Member, Room
 from protocol import (
     DEFAULT_LIMITS,
     Error,
     ExecuteMessage,
+    InputReplyMessage,
     InterruptMessage,
     Limits,
     OpMessage,
@@ -71,6 +73,7 @@ class SyncConfig:
     rate: float = 200.0  # messages per second per connection, sustained
     burst: float = 400.0  # messages a connection may send at once
     handshake_timeout: float = 10.0
+    kernels: KernelService | None = None  # None: execute/interrupt answer `kernels_unavailable`
     host_id: str = ""  # sent as X-Agora-Host in the handshake answer when set
 
 
@@ -193,7 +196,9 @@ async def _serve_sync(
         return
 
     peer = Peer(sock, config.fanout)
-    member = Member(peer=peer, role=claims.role, client=client, user=dict(claims.user))
+    kernels = config.kernels
+    greeting = (lambda: kernels.frame(notebook_id) or b"") if kernels is not None else None
+    member = Member(peer=peer, role=claims.role, client=client, user=dict(claims.user), greeting=greeting)
     peer.on_close = lambda _peer: room.detach(member)
     try:
         with peer.cancel_scope:
@@ -296,5 +301,27 @@ async def _handle(text: str, peer: Peer, member: Member, room: Room, config: Syn
         await room.submit(member, message.seq, message.base, message.op)
     elif isinstance(message, PresenceMessage):
         room.set_cursor(member, message.cursor)
-    elif isinstance(message, ExecuteMessage | InterruptMessage):
-        peer.send_private(_error_frame("kernels_unavailable", "this server does not run kernels yet"))
+    else:
+        await _kernel_message(message, peer, room, config.kernels)
+
+
+async def _kernel_message(
+    message: ExecuteMessage | InterruptMessage | InputReplyMessage,
+    peer: Peer,
+    room: Room,
+    kernels: KernelService | None,
+) -> None:
+    """execute / interrupt / input_reply from an editor. Refusals are `error` frames that do not
+    close the connection (the kernel limit is a passing condition)."""
+    if kernels is None:
+        peer.send_private(_error_frame("kernels_unavailable", "this server does not run kernels"))
+        return
+    try:
+        if isinstance(message, ExecuteMessage):
+            await kernels.execute(room.id, message.cells, peer)
+        elif isinstance(message, InterruptMessage):
+            await kernels.interrupt(room.id)
+        elif not kernels.answer_input(room.id, peer, message.value):
+            peer.send_private(_error_frame("no_input_pending", "no input() of yours is waiting"))
+    except EngineError as exc:
+        peer.send_private(_error_frame(exc.code, exc.message))

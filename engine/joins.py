@@ -62,6 +62,9 @@ class Joins:
             length = sum(len(c) for c in chunks)
             member.peer.attach(broadcaster.frames, broadcaster.frames.head)
             member.peer.send_private(wsframe.text_frame_header(length) + chunks[0], *chunks[1:])
+            greeting = member.greeting() if member.greeting is not None else b""
+            if greeting:
+                member.peer.send_private(greeting)
             self._members[id(member)] = member
             self._presence.join(id(member), member.role, member.client, member.user, version)
             metrics.CONNECTIONS.labels(member.role).inc()

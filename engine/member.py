@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ class Member:
     role: str  # "viewer" | "editor"
     client: str
     user: dict[str, Any]
+    # Frames sent right after the welcome, computed then (e.g. the current `kernel` frame).
+    greeting: Callable[[], bytes] | None = None
 
 
 CLOSE_NAMES = {
