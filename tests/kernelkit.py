@@ -47,7 +47,8 @@ async def token(http: httpx.AsyncClient, notebook_id: str, role: str = "editor",
 
 def cell(client: SyncClient, cid: str) -> Cell:
     assert client.notebook is not None
-    return client.notebook.cells[cid]
+    found: Cell = client.notebook.cells[cid]
+    return found
 
 
 def text_of(c: Cell, name: str = "stdout") -> str:
