@@ -9,7 +9,9 @@ machinery (set-up, users, custom metrics, CSVs, exit codes), not measurements.
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -199,3 +201,14 @@ def test_classroom_behind_nginx(locust_venv: None, server_process: ServerProcess
     assert count(rows["welcome"]) == 4
     assert count(rows["edit→viewer"]) == 3 * (count(rows["ack"]) - 1), explain(result)
     assert access.count('/ws HTTP/1.1" 101') == 4, access  # the sockets really went through nginx
+
+
+def test_scenarios_type_check(locust_venv: None) -> None:
+    """mypy --strict (the project's settings) over the locust files, against .venv-locust where
+    locust, gevent and websocket-client live (the project's own mypy run excludes them)."""
+    here = ROOT / "loadtest" / "locust"
+    venv = Path(os.environ.get("AGORA_LOCUST_VENV", ROOT / ".venv-locust"))
+    cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml")]
+    cmd += ["--python-executable", str(venv / "bin" / "python"), *sorted(p.name for p in here.glob("*.py"))]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=here)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -4,12 +4,14 @@ and the key, create the notebooks, mint the tokens, read the head, delete what i
 from __future__ import annotations
 
 import secrets
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
 
 API = "/api/v1"
+RATE_LIMIT_RETRIES = 30
 
 
 class CannotRun(Exception):
@@ -28,10 +30,16 @@ class Api:
 
     def call(self, method: str, path: str, expect: tuple[int, ...] = (200,), **kw: Any) -> Any:
         """One API call; raises `CannotRun` with the server's error when the status is unexpected."""
-        try:
-            r = self.session.request(method, f"{self.host}{path}", timeout=60, **kw)
-        except requests.RequestException as exc:
-            raise CannotRun(f"{method} {self.host}{path} failed: {exc}") from None
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            try:
+                r = self.session.request(method, f"{self.host}{path}", timeout=60, **kw)
+            except requests.RequestException as exc:
+                raise CannotRun(f"{method} {self.host}{path} failed: {exc}") from None
+            if r.status_code != 429 or attempt == RATE_LIMIT_RETRIES:
+                break
+            # The server's per-key rate (--http-rate/--http-burst): minting many tokens can hit it.
+            retry_after = r.headers.get("Retry-After", "1")
+            time.sleep(min(5.0, float(retry_after)) if retry_after.isdigit() else 1.0)
         if r.status_code not in expect:
             raise CannotRun(f"{method} {path} answered {r.status_code}: {r.text[:300]}")
         return r.json() if r.content else None
