@@ -61,4 +61,4 @@ dist: $(STAMP)
 	@ls -l dist/agora.pyz
 
 clean:
-	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-locust dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
