@@ -32,6 +32,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
 from api.app import create_app
+from api.embed import parse_origins
 from api.host_header import with_host_header
 from api.keys_cli import run_keys_command
 from api.ownership import OwnerGuard, refuse_sync_if_not_owner
@@ -74,6 +75,7 @@ class Settings:
     fsync: bool = True
     dev: bool = False
     store: str | None = None  # --store postgresql://…: several hosts share one database
+    embed_origins: list[str] = field(default_factory=list)  # embed page: frame-ancestors, postMessage
     host_id: str = ""  # X-Agora-Host; empty: hostname:port
     kernels: KernelFlags = field(default_factory=lambda: KernelFlags())
     limits: ServeLimits = field(default_factory=lambda: ServeLimits())
@@ -157,6 +159,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _origins(text: str) -> list[str]:
+    try:
+        return parse_origins(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # ---- limits (contract §1, §8): each a flag with an AGORA_* variable -------------------------
@@ -282,6 +291,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("AGORA_FSYNC", "1") == "0",
         help="skip fsync (benchmarks only: acknowledged ops may be lost on power failure)",
     )
+    serve.add_argument(
+        "--embed-origins",
+        type=_origins,
+        default=os.environ.get("AGORA_EMBED_ORIGINS", ""),  # a str default goes through `type` too
+        help="comma-separated origins allowed to frame /embed/{id} and to send it tokens by postMessage",
+    )
     _add_kernel_flags(serve)
     _add_limit_flags(serve)
     # -- several hosts (contract §1, §7) --
@@ -354,6 +369,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         fsync=not args.unsafe_no_fsync,
         dev=args.dev,
         store=args.store,
+        embed_origins=args.embed_origins,
         kernels=_kernel_flags(args),
         host_id=args.host_id,
         limits=limits_from(args),
@@ -399,13 +415,17 @@ async def _prepare_dev(settings: Settings, engine: Engine, secret: bytes, base: 
         await engine.create_notebook("demo", "Demo notebook", import_notebook(DEMO_NOTEBOOK))
     except Conflict:
         pass
-    token = mint_token(secret, "demo", {"id": "dev", "name": "Developer"}, "editor", int(time.time()) + 86400)
+    day = int(time.time()) + 86400
+    token = mint_token(secret, "demo", {"id": "dev", "name": "Developer"}, "editor", day)
+    viewer = mint_token(secret, "demo", {"id": "dev-viewer", "name": "Viewer"}, "viewer", day)
     ws_base = base.replace("http://", "ws://")
     print(
         f"\nAgora dev server on {base}\n"
         f"  API key (dev):   {key}\n"
         f"  demo notebook:   {base}/api/v1/notebooks/demo\n"
         f"  try:             curl -H 'Authorization: Bearer {key}' {base}/api/v1/notebooks/demo/content\n"
+        f"  editor page:     {base}/embed/demo#token={token}\n"
+        f"  viewer page:     {base}/embed/demo#token={viewer}\n"
         f"  editor socket:   {ws_base}/api/v1/notebooks/demo/ws?token={token}\n"
         f"  API docs:        {base}/api/v1/docs   (OpenAPI: {base}/api/v1/openapi.json)\n",
         flush=True,
@@ -450,6 +470,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
         public_url=base,
         kernel_service=kernels,
         host_id=host_id,
+        embed_origins=tuple(settings.embed_origins),
         max_body_bytes=limits.http_max_body,
     )
     gate = Gate(
