@@ -185,22 +185,22 @@ class Engine:
         return await self._commit_diff(notebook_id, target, None, user)
 
     async def delete_notebook(self, notebook_id: str) -> None:
-        """Delete; connected clients are closed with 4404. `NotFound`."""
-        self.registry.deleting.add(notebook_id)
-        try:
-            room = self.registry.rooms.get(notebook_id)
-            if room is not None:
-                room.deleted = True
-                room.stop(4404, "the notebook was deleted")
-                await room.closed.wait()
+        """Delete; connected clients are closed with 4404. `NotFound`.
+
+        Exclusive with opening the notebook (see `Registry.delete`): no room can open on it
+        while it is being deleted, so nothing is acknowledged into a deleted notebook.
+        """
+
+        async def remove() -> None:
             try:
                 await self.storage.delete(notebook_id)
             except NotebookNotFound:
                 raise NotFound(
                     f"notebook {notebook_id!r} does not exist", code="notebook_not_found"
                 ) from None
-        finally:
-            self.registry.deleting.discard(notebook_id)
+
+        with _storage_errors():
+            await self.registry.delete(notebook_id, remove)
 
     async def copy_notebook(self, source_id: str, target_id: str | None, name: str | None) -> NotebookInfo:
         """New notebook whose version-0 content is source's head content. `NotFound`, `Conflict`."""
