@@ -166,7 +166,16 @@ async def _prepare_dev(settings: Settings, engine: Engine, secret: bytes, base: 
         await engine.create_notebook("demo", "Demo notebook", import_notebook(DEMO_NOTEBOOK))
     except Conflict:
         pass
-    token = mint_token(secret, "demo", {"id": "dev", "name": "Developer"}, "editor", int(time.time()) + 86400)
+    incarnation, issued = await engine.token_grant("demo", "dev")
+    token = mint_token(
+        secret,
+        "demo",
+        {"id": "dev", "name": "Developer"},
+        "editor",
+        int(time.time()) + 86400,
+        incarnation=incarnation,
+        issued=issued,
+    )
     ws_base = base.replace("http://", "ws://")
     print(
         f"\nAgora dev server on {base}\n"
@@ -217,7 +226,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
         await TCPServer(asgi, hconfig, context, ConnectionState(dict(lifespan_state)), stream)  # type: ignore[arg-type]
 
     async def on_sync(conn: object, head: bytes) -> None:
-        await serve_sync(conn, head, engine.room, sync_config)  # type: ignore[arg-type]
+        await serve_sync(conn, head, engine.admit, sync_config)  # type: ignore[arg-type]
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:

@@ -31,7 +31,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from engine import metrics
-from engine.auth.tokens import TokenError, verify_token
+from engine.auth.tokens import TokenClaims, TokenError, verify_token
 from engine.errors import EngineError, NotFound
 from engine.fanout import FanoutLimits, Peer, PeerClosed
 from engine.listener import close_socket
@@ -58,6 +58,7 @@ log = logging.getLogger("agora.sync")
 
 PONG = wsframe.text_frame(encode(Pong()))
 _VERSION_RE = re.compile(r"\A[0-9]{1,15}\Z")
+_REFUSALS = {401: 4401, 403: 4403, 404: 4404}  # engine error status -> close code at connect
 SEND_BUFFER = 64 * 1024  # small, so a stalled reader is noticed in seconds, not minutes
 
 
@@ -134,9 +135,11 @@ async def _linger_close(sock: socket.socket) -> None:
 
 
 async def serve_sync(
-    sock: socket.socket, head: bytes, room_for: Callable[[str], Any], config: SyncConfig
+    sock: socket.socket, head: bytes, room_for: Callable[[str, TokenClaims], Any], config: SyncConfig
 ) -> None:
-    """Run one sync connection to its end and close its socket. `room_for` is `Engine.room`."""
+    """Run one sync connection to its end and close its socket. `room_for` is `Engine.admit`:
+    the room a verified token may join, or an `EngineError` (404 → 4404, 403 → 4403,
+    401 → 4401, anything else → 1011)."""
     try:
         await _serve_sync(sock, head, room_for, config)
     finally:
@@ -144,7 +147,7 @@ async def serve_sync(
 
 
 async def _serve_sync(
-    sock: socket.socket, head: bytes, room_for: Callable[[str], Any], config: SyncConfig
+    sock: socket.socket, head: bytes, room_for: Callable[[str, TokenClaims], Any], config: SyncConfig
 ) -> None:
     ws = WSConnection(ConnectionType.SERVER)
     try:
@@ -181,16 +184,16 @@ async def _serve_sync(
         return
     since = int(since_text) if since_text is not None else None
     try:
-        room: Room = await room_for(notebook_id)
+        room: Room = await room_for(notebook_id, claims)
     except NotFound as exc:
         await refuse(4404, "notebook_gone", exc.message)
         return
     except EngineError as exc:
-        await refuse(1011, exc.code, exc.message)
+        await refuse(_REFUSALS.get(exc.status, 1011), exc.code, exc.message)
         return
 
     peer = Peer(sock, config.fanout)
-    member = Member(peer=peer, role=claims.role, client=client, user=dict(claims.user))
+    member = Member(peer=peer, role=claims.role, client=client, user=dict(claims.user), issued=claims.issued)
     peer.on_close = lambda _peer: room.detach(member)
     try:
         with peer.cancel_scope:

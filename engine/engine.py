@@ -17,6 +17,8 @@ from typing import Any
 
 import trio
 
+from engine.access import Access
+from engine.auth.tokens import TokenClaims
 from engine.diff import diff_notebooks
 from engine.document import API_CLIENT, Document, Rejected
 from engine.errors import Conflict, Invalid, NotFound, Unavailable
@@ -87,6 +89,7 @@ class Engine:
         self.storage = storage
         self.config = config or RoomConfig()
         self.registry = Registry(storage, self.config)
+        self.access = Access(storage, self.registry)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; on the way out every room is flushed and closed."""
@@ -95,6 +98,18 @@ class Engine:
     async def room(self, notebook_id: str) -> Room:
         """The notebook's room, opened if needed. `NotFound`, `Unavailable`."""
         return await self.registry.get(notebook_id)
+
+    async def admit(self, notebook_id: str, claims: TokenClaims) -> Room:
+        """The room a verified user token may join (see `engine.access`). `NotFound` (gone),
+        `StaleToken` (minted for an earlier notebook with this id), `Forbidden` (kicked)."""
+        with _storage_errors():
+            return await self.access.admit(notebook_id, claims)
+
+    async def token_grant(self, notebook_id: str, user_id: str) -> tuple[str, int]:
+        """(incarnation, issue time in epoch ms) for a token minted now. `NotFound`."""
+        info = await self.info(notebook_id)
+        with _storage_errors():
+            return info.incarnation, await self.access.issue_time(notebook_id, info.incarnation, user_id)
 
     # -- notebooks -------------------------------------------------------------------------
 
@@ -105,7 +120,14 @@ class Engine:
         now = _now_ms()
         for _ in range(5):
             nid = notebook_id or secrets.token_urlsafe(12)
-            info = NotebookInfo(id=nid, name=name or nid, created=now, updated=now, version=0)
+            info = NotebookInfo(
+                id=nid,
+                name=name or nid,
+                created=now,
+                updated=now,
+                version=0,
+                incarnation=secrets.token_urlsafe(12),
+            )
             try:
                 with _storage_errors():
                     await self.storage.create(info, notebook)
@@ -229,11 +251,8 @@ class Engine:
         )
 
     async def kick(self, notebook_id: str, user_id: str) -> int:
-        """Close that user's connections to the notebook with 4403; returns how many."""
-        await self.info(notebook_id)
-        room = self.registry.get_open(notebook_id)
-        if room is None:
-            return 0
-        return room.close_members(
-            4403, "disconnected by the platform", lambda m: str(m.user.get("id")) == user_id
-        )
+        """Close that user's connections to the notebook with 4403 and refuse every token of
+        theirs issued until now (kept in the store); returns how many connections closed."""
+        info = await self.info(notebook_id)
+        with _storage_errors():
+            return await self.access.kick(notebook_id, info.incarnation, user_id)
