@@ -308,7 +308,8 @@ async def test_roles_tokens_and_missing_notebooks(server: ServerProcess, http: h
     life = {"incarnation": stored_incarnation(server, "nb"), "issued": int(time.time() * 1000)}
     expired = mint_token(secret, "nb", user, "editor", int(time.time()) - 120, **life)
     forged = mint_token(b"not-the-secret", "nb", user, "editor", int(time.time()) + 600, **life)
-    minted_here = mint_token(secret, "nb", user, "viewer", int(time.time()) + 600, **life)  # same secret: accepted
+    # Minted here with the same secret: accepted.
+    minted_here = mint_token(secret, "nb", user, "viewer", int(time.time()) + 600, **life)
     async with SyncClient.connect(server.ws_url("nb", minted_here)) as accepted:
         assert (await accepted.start())["role"] == "viewer"
     for url, code in [
