@@ -1,8 +1,10 @@
-"""Engine-level races on real files: delete against open, hundreds of times."""
+"""Engine-level races on real files: delete against open, and calls that time out."""
 
 from __future__ import annotations
 
 import random
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,10 +12,11 @@ import trio
 
 from engine.document import API_CLIENT, Document
 from engine.engine import Engine
-from engine.errors import EngineError, NotFound
+from engine.errors import EngineError, NotFound, Unavailable
 from engine.ot.model import Notebook
 from engine.room import RoomConfig
 from engine.storage.base import NotebookNotFound
+from engine.storage.disk import Disk
 from engine.storage.files import FileStorage
 
 ROUNDS = 300
@@ -69,3 +72,64 @@ async def test_delete_and_open_are_exclusive(tmp_path: Path) -> None:
                 await storage.info("nb")
         nursery.cancel_scope.cancel()
     assert outcomes["opened"] and outcomes["refused"], outcomes
+
+
+class StallingDisk(Disk):
+    """A real disk whose fsyncs wait while `stalled` is clear (a disk that stops answering)."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.go.set()
+
+    def fsync(self, fd: int) -> None:
+        self.go.wait(30)
+        super().fsync(fd)
+
+
+async def test_a_call_that_timed_out_never_runs_and_a_started_one_answers(tmp_path: Path) -> None:
+    disk = StallingDisk()
+    storage = FileStorage(tmp_path / "data", disk=disk)
+    engine = Engine(storage, RoomConfig(call_timeout=0.3, inbox_size=1))
+
+    def mark(name: str) -> Callable[[Document], int]:
+        def fn(doc: Document) -> int:
+            doc.commit_local([{"t": "meta_set", "id": None, "key": name, "value": 1}], API_CLIENT, "api", 0)
+            return doc.version
+
+        return fn
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await engine.create_notebook("nb", "nb", Notebook())
+        room = await engine.room("nb")
+        answers: dict[str, object] = {}
+
+        async def call(name: str) -> None:
+            try:
+                answers[name] = await room.call(mark(name))
+            except Unavailable as exc:
+                answers[name] = exc.code
+
+        async def until(condition: Callable[[], bool]) -> None:
+            with trio.fail_after(10):
+                while not condition():
+                    await trio.sleep(0.005)
+
+        inbox = room._inbox_send.statistics
+        disk.go.clear()  # the room's next append hangs in fsync
+        nursery.start_soon(call, "started")
+        await until(lambda: room.doc.version == 1)  # taken, applied, stuck making it durable
+        nursery.start_soon(call, "queued")
+        await until(lambda: inbox().current_buffer_used == 1)  # sits in the inbox (size 1)
+        nursery.start_soon(call, "never_entered")
+        await until(lambda: inbox().tasks_waiting_send == 1)  # cannot even enter the full inbox
+        await until(lambda: len(answers) == 2)  # both gave up after call_timeout
+        assert answers == {"queued": "timeout", "never_entered": "timeout"}
+        disk.go.set()
+        with trio.fail_after(10):
+            while "started" not in answers:
+                await trio.sleep(0.01)
+        assert answers["started"] == 1, "a started call is answered with its result, however long"
+        notebook, version = await engine.content("nb")
+        assert version == 1 and set(notebook.metadata) == {"started"}, "timed-out calls never ran"
+        nursery.cancel_scope.cancel()
