@@ -21,7 +21,8 @@ from engine.access import Access
 from engine.auth.tokens import TokenClaims
 from engine.diff import diff_notebooks
 from engine.document import API_CLIENT, Document, Rejected
-from engine.errors import Conflict, Invalid, NotFound, Unavailable
+from engine.errors import Conflict, EngineError, Invalid, NotFound, Unavailable
+from engine.idempotency import Idempotency
 from engine.ot.model import Notebook
 from engine.records import CommittedOp
 from engine.registry import Registry
@@ -40,6 +41,17 @@ class EditorSession:
     client: str
     user: dict[str, Any]  # {"id","name","color"?}
     cursor: dict[str, Any] | None  # {"cell","anchor","head"} or None
+
+
+@dataclass(slots=True)
+class CopyOutcome:
+    """One target of a bulk copy: `created` (from source `version`), `exists` or `error`."""
+
+    id: str
+    status: str
+    code: str | None = None
+    message: str | None = None
+    version: int | None = None
 
 
 @dataclass(slots=True)
@@ -90,6 +102,7 @@ class Engine:
         self.config = config or RoomConfig()
         self.registry = Registry(storage, self.config)
         self.access = Access(storage, self.registry)
+        self.idempotency = Idempotency(storage)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; on the way out every room is flushed and closed."""
@@ -229,6 +242,36 @@ class Engine:
         source = await self.info(source_id)
         notebook, _ = await self.content(source_id)
         return await self.create_notebook(target_id, name or source.name, fresh_copy(notebook))
+
+    async def copy_many(
+        self, source_id: str, targets: list[tuple[str, str | None]], concurrency: int = 8
+    ) -> list[CopyOutcome]:
+        """Copy source's head to every `(id, name)` target; one outcome per target, in order.
+
+        The source is read once, so every target gets the same version. A target whose id is
+        taken is `exists` (left alone); any other failure is that target's `error`, never the
+        batch's. `NotFound` only when the source is missing.
+        """
+        source = await self.info(source_id)
+        notebook, version = await self.content(source_id)
+        content = fresh_copy(notebook)
+        outcomes: list[CopyOutcome] = [CopyOutcome(t[0], "error") for t in targets]
+        limiter = trio.CapacityLimiter(concurrency)
+
+        async def one(index: int, target_id: str, name: str | None) -> None:
+            async with limiter:
+                try:
+                    await self.create_notebook(target_id, name or source.name, content)
+                    outcomes[index] = CopyOutcome(target_id, "created", version=version)
+                except Conflict:
+                    outcomes[index] = CopyOutcome(target_id, "exists")
+                except EngineError as exc:
+                    outcomes[index] = CopyOutcome(target_id, "error", exc.code, exc.message)
+
+        async with trio.open_nursery() as nursery:
+            for index, (target_id, name) in enumerate(targets):
+                nursery.start_soon(one, index, target_id, name)
+        return outcomes
 
     async def history(self, notebook_id: str, since: int, limit: int) -> list[CommittedOp]:
         """Committed ops with v > since, oldest first, at most limit."""
