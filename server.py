@@ -37,7 +37,7 @@ from engine.errors import Conflict
 from engine.fanout import FanoutLimits
 from engine.ipynb import import_notebook
 from engine.room import RoomConfig
-from engine.storage.disk import UnsafeNoSyncDisk
+from engine.storage.disk import Disk, UnsafeNoSyncDisk
 from engine.storage.files import FileStorage
 
 log = logging.getLogger("agora")
@@ -188,13 +188,19 @@ async def _prepare_dev(settings: Settings, engine: Engine, secret: bytes, base: 
     )
 
 
-async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run the whole server until SIGTERM/SIGINT (or cancellation); then flush and return."""
+async def serve(
+    settings: Settings,
+    *,
+    disk: Disk | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the whole server until SIGTERM/SIGINT (or cancellation); then flush and return.
+    `disk` replaces the file store's disk (tests inject faults through it)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     storage = FileStorage(
         settings.data_dir,
         keep_snapshots=settings.keep_snapshots,
-        disk=None if settings.fsync else UnsafeNoSyncDisk(),
+        disk=disk if disk is not None else None if settings.fsync else UnsafeNoSyncDisk(),
     )
     if not settings.fsync:
         log.warning("fsync is OFF (--unsafe-no-fsync): acknowledged ops may be lost on power failure")
