@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench bench-quick clean system-deps
+.PHONY: serve test lint bench bench-quick clean system-deps dist
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,5 +45,11 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) -m loadtest.bench --duration 15 --viewers 200 --editors 10
 
+# One self-contained zipapp (shiv): `python3 dist/agora.pyz serve …` with nothing else installed.
+# It holds compiled wheels (orjson, pyzmq, pydantic-core): one file per platform and Python version.
+dist: $(STAMP)
+	PYTHON=$(PY) bash deploy/build-pyz.sh dist/agora.pyz
+	@ls -l dist/agora.pyz
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,8 +27,9 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
 from api.app import create_app
+from api.host_header import with_host_header
 from api.keys_cli import run_keys_command
-from engine import listener
+from engine import listener, proxyconf
 from engine.auth.keys import KeyStore
 from engine.auth.secret import load_or_create_secret
 from engine.auth.tokens import mint_token
@@ -59,6 +61,7 @@ class Settings:
     keep_snapshots: int | None = None
     fsync: bool = True
     dev: bool = False
+    host_id: str = ""  # X-Agora-Host; empty: hostname:port
 
 
 def _env_list(name: str) -> list[str]:
@@ -94,6 +97,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     serve.add_argument("--dev", action="store_true", help="print a dev API key and create a demo notebook")
     serve.add_argument(
+        "--host-id",
+        default=os.environ.get("AGORA_HOST_ID", ""),
+        help="this host's name in the X-Agora-Host response header (default: hostname:port)",
+    )
+    serve.add_argument(
         "--unsafe-no-fsync",
         action="store_true",
         default=os.environ.get("AGORA_FSYNC", "1") == "0",
@@ -107,7 +115,47 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     keys_sub.add_parser("list", help="list keys (never the secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id or name")
     revoke.add_argument("key")
+    _add_proxy_config_parser(sub)
     return parser.parse_args(argv)
+
+
+# ---- agora proxy-config (contract §7) ------------------------------------------------------
+
+
+def _add_proxy_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    proxy = sub.add_parser("proxy-config", help="print an nginx.conf routing notebooks over several hosts")
+    proxy.add_argument("--listen", required=True, metavar="HOST:PORT", help="where nginx listens")
+    proxy.add_argument(
+        "--upstream", action="append", required=True, metavar="HOST:PORT", help="an agora host (repeat)"
+    )
+    proxy.add_argument("--tries", type=_positive_int, default=None, help="hosts tried per request")
+    proxy.add_argument("--connect-timeout", type=float, default=1.0, help="seconds (default 1)")
+    proxy.add_argument("--socket-timeout", type=float, default=3600.0, help="WebSocket idle seconds")
+    proxy.add_argument("--worker-processes", default="auto")
+    proxy.add_argument("--error-log-level", default="crit", choices=proxyconf.ERROR_LOG_LEVELS)
+    proxy.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain: serve HTTPS/WSS")
+    proxy.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
+
+
+def run_proxy_config(args: argparse.Namespace, argv: list[str]) -> int:
+    """Print the nginx.conf of `args` to stdout; bad input: a message on stderr and exit 2."""
+    try:
+        settings = proxyconf.ProxySettings(
+            listen=proxyconf.parse_endpoint(args.listen),
+            upstreams=tuple(proxyconf.parse_endpoint(u) for u in args.upstream),
+            tries=args.tries,
+            connect_timeout=args.connect_timeout,
+            socket_timeout=args.socket_timeout,
+            worker_processes=args.worker_processes,
+            error_log_level=args.error_log_level,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+    except ValueError as exc:
+        print(f"agora proxy-config: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(proxyconf.render(settings, "agora " + " ".join(argv)))
+    return 0
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -124,6 +172,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         keep_snapshots=args.keep_snapshots,
         fsync=not args.unsafe_no_fsync,
         dev=args.dev,
+        host_id=args.host_id,
     )
 
 
@@ -218,15 +267,16 @@ async def serve(
     sock = listener.bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     base = settings.public_url or f"http://{settings.host}:{port}"
-    app = create_app(engine, keys=keys, secret=secret, public_url=base)
+    host_id = settings.host_id or f"{socket.gethostname()}:{port}"
+    app = create_app(engine, keys=keys, secret=secret, public_url=base, host_id=host_id)
     hconfig = HypercornConfig()
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
-    asgi = wrap_app(app, hconfig.wsgi_max_body_size, None)
+    asgi = wrap_app(with_host_header(app, host_id), hconfig.wsgi_max_body_size, None)
     context = WorkerContext(None)
     lifespan_state: dict[str, object] = {}
     lifespan = Lifespan(asgi, hconfig, lifespan_state)
-    sync_config = SyncConfig(secret=secret, fanout=room_config.fanout)
+    sync_config = SyncConfig(secret=secret, fanout=room_config.fanout, host_id=host_id)
 
     async def on_http(stream: trio.abc.Stream) -> None:
         await TCPServer(asgi, hconfig, context, ConnectionState(dict(lifespan_state)), stream)  # type: ignore[arg-type]
@@ -262,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point (`agora`)."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "proxy-config":
+        return run_proxy_config(args, sys.argv[1:] if argv is None else argv)
     if args.command == "keys":
         return run_keys_command(
             args.data_dir, args.action, getattr(args, "name", None), getattr(args, "key", None)

@@ -35,6 +35,7 @@ def create_app(
     secret: bytes,
     public_url: str = "",
     max_body_bytes: int = DEFAULT_MAX_BODY,
+    host_id: str = "",
 ) -> QuartTrio:
     """Build the HTTP API around `engine`.
 
@@ -43,6 +44,7 @@ def create_app(
     - `public_url` (e.g. `https://agora.example.edu`) prefixes `embed_url`; when empty, the
       scheme and host of the request are used.
     - `max_body_bytes`: larger request bodies get 413 `payload_too_large`.
+    - `host_id` names this host in `GET /healthz` (several hosts behind a proxy).
     """
     app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -76,7 +78,12 @@ def create_app(
     install_context(
         app,
         ApiContext(
-            engine=engine, keys=keys, secret=secret, public_url=public_url, max_body_bytes=max_body_bytes
+            engine=engine,
+            keys=keys,
+            secret=secret,
+            public_url=public_url,
+            max_body_bytes=max_body_bytes,
+            host_id=host_id,
         ),
     )
     app.before_request(authenticate)

@@ -7,7 +7,7 @@ from quart import Blueprint, Response
 from quart_schema import document_response, security_scheme, tag
 
 from api import schemas as s
-from api.http import json_response
+from api.http import context, json_response
 from api.openapi import text_response
 from engine.metrics import REGISTRY
 
@@ -21,8 +21,8 @@ blueprint = Blueprint("operations", __name__)
 @security_scheme([])
 @document_response(s.HealthResponse)
 async def healthz() -> Response:
-    """Health check: 200 once the server is ready to serve."""
-    return json_response({"status": "ok"})
+    """Health check: 200 once the server is ready to serve; `host` names the host that answered."""
+    return json_response({"status": "ok", "host": context().host_id})
 
 
 @blueprint.get("/metrics")

@@ -243,3 +243,4 @@ class HealthResponse(BaseModel):
     """The server is ready."""
 
     status: Literal["ok"]
+    host: str = Field(description="This host's id (`--host-id`, default hostname:port), as in X-Agora-Host.")

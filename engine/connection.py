@@ -72,6 +72,7 @@ class SyncConfig:
     rate: float = 200.0  # messages per second per connection, sustained
     burst: float = 400.0  # messages a connection may send at once
     handshake_timeout: float = 10.0
+    host_id: str = ""  # sent as X-Agora-Host in the handshake answer when set
 
 
 def _error_frame(code: str, message: str) -> bytes:
@@ -163,7 +164,9 @@ async def _serve_sync(
     query = {k: v[-1] for k, v in parse_qs(target.query).items()}
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    if not await _send_all_now(sock, ws.send(AcceptConnection()), config.handshake_timeout):
+    host = [(b"x-agora-host", config.host_id.encode("latin-1", "replace"))] if config.host_id else []
+    accept = AcceptConnection(extra_headers=host)
+    if not await _send_all_now(sock, ws.send(accept), config.handshake_timeout):
         return
 
     async def refuse(close: int, code: str, message: str) -> None:

@@ -6,6 +6,7 @@ status, the auth matrix, content round trips, bulk copies, history paging and re
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,9 @@ async def create(api: Client, **body: Any) -> dict[str, Any]:
 async def test_healthz_and_metrics_need_no_key(server: ServerProcess) -> None:
     async with anon(server) as client:
         resp = await client.get("/healthz")
-        assert resp.status_code == 200 and resp.json() == {"status": "ok"}
+        assert resp.status_code == 200
+        host_id = f"{socket.gethostname()}:{server.port}"  # the default --host-id
+        assert resp.json() == {"status": "ok", "host": host_id} and resp.headers["X-Agora-Host"] == host_id
         resp = await client.get("/metrics")
         assert resp.status_code == 200
         assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
