@@ -108,5 +108,10 @@ async def test_smuggled_requests_are_refused_first_and_later_on_a_connection(
             while chunk := await stream.receive_some(65536):
                 answer += chunk
     assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1, answer
+    # And pipelined behind a good request in the same write.
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = await exchange(server, healthz + create("piped", key, "chunked") + smuggled)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 ") == 2, answer
+    assert b"HTTP/1.1 400 " in answer
     listed = (await http.get("/api/v1/notebooks")).json()["items"]
     assert listed == [], "nothing of an ambiguous request took effect"
