@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(PY) -m loadtest.bench
 	$(PY) loadtest/bench_recovery.py
 	$(PY) loadtest/bench_ot.py
+	$(PY) -m loadtest.bench_kernels
+	$(PY) loadtest/bench_isolation.py
 
 bench-quick: $(STAMP)
 	$(PY) -m loadtest.bench --duration 15 --viewers 200 --editors 10

@@ -8,8 +8,11 @@ hypercorn for HTTP, and the sync WebSocket endpoint, all behind one listening po
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
+import re
+import resource
 import secrets
 import signal
 import socket
@@ -37,10 +40,13 @@ from engine.connection import SyncConfig, serve_sync
 from engine.engine import Engine
 from engine.errors import Conflict
 from engine.fanout import FanoutLimits
+from engine.gate import Gate, GateLimits
 from engine.ipynb import import_notebook
+from engine.kernels import KernelService, KernelSettings, OutputLimits, RoomSink
 from engine.room import RoomConfig
 from engine.storage.disk import Disk, UnsafeNoSyncDisk
 from engine.storage.files import FileStorage
+from protocol import Limits as ProtocolLimits
 
 log = logging.getLogger("agora")
 
@@ -62,6 +68,77 @@ class Settings:
     fsync: bool = True
     dev: bool = False
     host_id: str = ""  # X-Agora-Host; empty: hostname:port
+    kernels: KernelFlags = field(default_factory=lambda: KernelFlags())
+    limits: ServeLimits = field(default_factory=lambda: ServeLimits())
+
+
+# ---- kernel flags (contract §1, §2, §8) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KernelFlags:
+    """`--max-kernels`, `--kernel-idle-timeout`, `--kernel-memory`, `--output-max-*`."""
+
+    max_kernels: int = 32
+    idle_timeout: float = 3600.0
+    memory: int = 2 * 1024**3
+    output_max_bytes: int = 1024 * 1024
+    output_max_items: int = 500
+
+
+def _add_kernel_flags(serve: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    serve.add_argument(
+        "--max-kernels",
+        type=_positive_int,
+        default=env("AGORA_MAX_KERNELS", "32"),
+        help="kernels running at once; beyond, a start is 503 kernel_limit "
+        "(env AGORA_MAX_KERNELS, default 32)",
+    )
+    serve.add_argument(
+        "--kernel-idle-timeout",
+        type=float,
+        default=env("AGORA_KERNEL_IDLE_TIMEOUT", "3600"),
+        help="seconds an idle kernel lives (env AGORA_KERNEL_IDLE_TIMEOUT, default 3600)",
+    )
+    serve.add_argument(
+        "--kernel-memory",
+        type=_size,
+        default=env("AGORA_KERNEL_MEMORY", "2GiB"),
+        help="address-space cap per kernel (RLIMIT_AS) (env AGORA_KERNEL_MEMORY, default 2GiB)",
+    )
+    serve.add_argument(
+        "--output-max-bytes",
+        type=_size,
+        default=env("AGORA_OUTPUT_MAX_BYTES", "1MiB"),
+        help="output kept per cell run (env AGORA_OUTPUT_MAX_BYTES, default 1MiB)",
+    )
+    serve.add_argument(
+        "--output-max-items",
+        type=_positive_int,
+        default=env("AGORA_OUTPUT_MAX_ITEMS", "500"),
+        help="outputs kept per cell run (env AGORA_OUTPUT_MAX_ITEMS, default 500)",
+    )
+
+
+def _kernel_flags(args: argparse.Namespace) -> KernelFlags:
+    return KernelFlags(
+        args.max_kernels,
+        args.kernel_idle_timeout,
+        args.kernel_memory,
+        args.output_max_bytes,
+        args.output_max_items,
+    )
+
+
+def _kernel_service(flags: KernelFlags, data_dir: Path, engine: Engine) -> KernelService:
+    settings = KernelSettings(
+        data_dir=data_dir.resolve(),
+        memory=flags.memory,
+        idle_timeout=flags.idle_timeout,
+        outputs=OutputLimits(max_bytes=flags.output_max_bytes, max_items=flags.output_max_items),
+    )
+    return KernelService(settings, lambda nid: RoomSink(engine, nid), flags.max_kernels)
 
 
 def _env_list(name: str) -> list[str]:
@@ -73,6 +150,97 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+# ---- limits (contract §1, §8): each a flag with an AGORA_* variable -------------------------
+
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SIZE_RE = re.compile(r"\A\s*([0-9]+(?:\.[0-9]+)?)\s*([kmg]?)(?:i?b)?\s*\Z", re.IGNORECASE)
+
+
+def _size(text: str) -> int:
+    """A byte count: `1048576`, `1MiB`, `32M`, `512k` (binary units)."""
+    match = _SIZE_RE.match(text)
+    value = int(float(match[1]) * _SIZE_UNITS[match[2].lower()]) if match else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a size of at least 1 byte: {text!r} (use bytes, or k/M/G)")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ServeLimits:
+    """The limits of `agora serve` (defaults in contract §8 and docs/operations.md)."""
+
+    max_connections: int = 10_000
+    ws_max_message: int = 1024 * 1024
+    http_max_body: int = 32 * 1024 * 1024
+    http_body_timeout: float = 15.0
+    notebook_max_bytes: int = 32 * 1024 * 1024
+    ws_byte_rate: int = 1024 * 1024
+    ws_byte_burst: int = 4 * 1024 * 1024
+    ws_msg_rate: float = 200.0
+    ws_msg_burst: float = 400.0
+    http_rate: float = 100.0
+    http_burst: float = 1000.0
+
+
+_LIMIT_FLAGS: list[tuple[str, str, object, str]] = [  # (flag, type, default, meaning)
+    ("--max-connections", "count", 10_000, "open connections; beyond, 503 before any upgrade"),
+    ("--ws-max-message", "size", "1MiB", "largest WebSocket message; beyond, close 4413"),
+    ("--http-max-body", "size", "32MiB", "largest HTTP request body; beyond, 413 before reading it"),
+    ("--http-body-timeout", "rate", 15, "seconds a request body may make no progress; then 408"),
+    ("--notebook-max-bytes", "size", "32MiB", "notebook content cap: 413 on upload/PUT/copy, "
+     "reject notebook_too_large on ops"),
+    ("--ws-byte-rate", "size", "1MiB", "message bytes per second an editor connection is read at, sustained"),
+    ("--ws-byte-burst", "size", "4MiB", "message bytes a connection may send at once before that rate"),
+    ("--ws-msg-rate", "rate", 200, "messages per second per connection, sustained"),
+    ("--ws-msg-burst", "rate", 400, "messages a connection may send at once"),
+    ("--http-rate", "rate", 100, "HTTP requests per second per API key (429 beyond; 0: off; --dev: off)"),
+    ("--http-burst", "rate", 1000, "HTTP requests an API key may make at once"),
+]
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    types = {"count": _positive_int, "size": _size, "rate": _rate}
+    for flag, kind, default, meaning in _LIMIT_FLAGS:
+        env = "AGORA_" + flag[2:].upper().replace("-", "_")
+        parser.add_argument(
+            flag,
+            type=types[kind],
+            metavar={"count": "N", "size": "BYTES", "rate": "X"}[kind],
+            default=os.environ.get(env),  # None: unset, the `ServeLimits` default applies
+            help=f"{meaning} (env {env}, default {default})",
+        )
+
+
+def limits_from(args: argparse.Namespace) -> ServeLimits:
+    """The parsed limit flags; `--dev` turns HTTP rate limiting off unless it was set."""
+    given = {
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+        for flag, *_ in _LIMIT_FLAGS
+        if getattr(args, flag[2:].replace("-", "_")) is not None
+    }
+    if args.dev:
+        given.setdefault("http_rate", 0.0)
+    return ServeLimits(**given)
+
+
+def raise_fd_limit(max_connections: int) -> None:
+    """Raise the soft open-files limit so `--max-connections` sockets fit (plus files, kernels)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + 1024
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        log.warning("open-files hard limit %d is below --max-connections + 1024 (%d)", hard, wanted)
+        wanted = hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -107,6 +275,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("AGORA_FSYNC", "1") == "0",
         help="skip fsync (benchmarks only: acknowledged ops may be lost on power failure)",
     )
+    _add_kernel_flags(serve)
+    _add_limit_flags(serve)
     keys = sub.add_parser("keys", help="manage API keys stored in the data dir")
     keys.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AGORA_DATA_DIR", "./data")))
     keys_sub = keys.add_subparsers(dest="action", required=True)
@@ -172,7 +342,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         keep_snapshots=args.keep_snapshots,
         fsync=not args.unsafe_no_fsync,
         dev=args.dev,
+        kernels=_kernel_flags(args),
         host_id=args.host_id,
+        limits=limits_from(args),
     )
 
 
@@ -260,6 +432,7 @@ async def serve(
         coalesce=settings.coalesce_ms / 1000,
         idle_timeout=settings.idle_timeout,
         fanout=FanoutLimits(),
+        notebook_max_bytes=settings.limits.notebook_max_bytes,
     )
     engine = Engine(storage, room_config)
     secret = load_or_create_secret(settings.data_dir, settings.secret)
@@ -267,8 +440,29 @@ async def serve(
     sock = listener.bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     base = settings.public_url or f"http://{settings.host}:{port}"
+    kernels = _kernel_service(settings.kernels, settings.data_dir, engine)
     host_id = settings.host_id or f"{socket.gethostname()}:{port}"
-    app = create_app(engine, keys=keys, secret=secret, public_url=base, host_id=host_id)
+    limits = settings.limits
+    raise_fd_limit(limits.max_connections)
+    app = create_app(
+        engine,
+        keys=keys,
+        secret=secret,
+        public_url=base,
+        kernel_service=kernels,
+        host_id=host_id,
+        max_body_bytes=limits.http_max_body,
+    )
+    gate = Gate(
+        GateLimits(
+            max_connections=limits.max_connections,
+            http_max_body=limits.http_max_body,
+            http_body_timeout=limits.http_body_timeout,
+            http_rate=limits.http_rate,
+            http_burst=limits.http_burst,
+        ),
+        keys.verify,
+    )
     hconfig = HypercornConfig()
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
@@ -276,7 +470,17 @@ async def serve(
     context = WorkerContext(None)
     lifespan_state: dict[str, object] = {}
     lifespan = Lifespan(asgi, hconfig, lifespan_state)
-    sync_config = SyncConfig(secret=secret, fanout=room_config.fanout, host_id=host_id)
+    sync_config = SyncConfig(
+        secret=secret,
+        limits=ProtocolLimits(max_message_bytes=limits.ws_max_message),
+        fanout=room_config.fanout,
+        rate=limits.ws_msg_rate,
+        burst=limits.ws_msg_burst,
+        byte_rate=limits.ws_byte_rate,
+        byte_burst=limits.ws_byte_burst,
+        kernels=kernels,
+        host_id=host_id,
+    )
 
     async def on_http(stream: trio.abc.Stream) -> None:
         await TCPServer(asgi, hconfig, context, ConnectionState(dict(lifespan_state)), stream)  # type: ignore[arg-type]
@@ -287,12 +491,14 @@ async def serve(
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.run)
+            await nursery.start(kernels.run)
             await nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
             if settings.dev:  # before the port answers, so /healthz means the banner is out
                 await _prepare_dev(settings, engine, secret, base)
             async with trio.open_nursery() as front:
-                accepting = await front.start(listener.serve, sock, on_sync, on_http)
+                serve_front = functools.partial(listener.serve, gate=gate)
+                accepting = await front.start(serve_front, sock, on_sync, on_http)
                 log.info(
                     "agora serving on http://%s:%d (data dir %s)", settings.host, port, settings.data_dir
                 )
@@ -301,6 +507,7 @@ async def serve(
                     log.info("signal %d: flushing notebooks and shutting down", signum)
                     break
                 accepting.cancel()  # stop accepting first,
+                await kernels.shutdown_all()  # end the runs (their cells say so) and the kernels,
                 await engine.registry.close_all()  # then flush every notebook (clients get 1001),
                 front.cancel_scope.cancel()  # then end the remaining connections
             await lifespan.wait_for_shutdown()

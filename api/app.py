@@ -3,7 +3,7 @@
 Handlers are thin: parse and validate (pydantic models in `api.schemas`), authorise (the API key
 check in `api.auth`), call the `Engine`, shape the JSON. One module per resource, each a
 blueprint registered here: `api.operations` (health, metrics), `api.notebooks`, `api.sessions`,
-`api.tokens`. Every failure leaves through `api.errors`, so every error body is
+`api.tokens`, `api.kernels`. Every failure leaves through `api.errors`, so every error body is
 `{"error": {"code", "message"}}`.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from quart_schema import HttpSecurityScheme, Info, QuartSchema, Tag
 from quart_trio import QuartTrio
 
-from api import notebooks, operations, sessions, tokens
+from api import kernels, notebooks, operations, sessions, tokens
 from api.auth import authenticate
 from api.errors import register_error_handlers
 from api.http import API, ApiContext, install_context
@@ -23,9 +23,16 @@ from api.openapi import AgoraOpenAPI
 if TYPE_CHECKING:
     from engine.auth.keys import KeyStore
     from engine.engine import Engine
+    from engine.kernels import KernelService
 
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
-RESOURCES = (operations.blueprint, notebooks.blueprint, sessions.blueprint, tokens.blueprint)
+RESOURCES = (
+    operations.blueprint,
+    notebooks.blueprint,
+    sessions.blueprint,
+    tokens.blueprint,
+    kernels.blueprint,
+)
 
 
 def create_app(
@@ -35,6 +42,7 @@ def create_app(
     secret: bytes,
     public_url: str = "",
     max_body_bytes: int = DEFAULT_MAX_BODY,
+    kernel_service: KernelService | None = None,
     host_id: str = "",
 ) -> QuartTrio:
     """Build the HTTP API around `engine`.
@@ -44,6 +52,7 @@ def create_app(
     - `public_url` (e.g. `https://agora.example.edu`) prefixes `embed_url`; when empty, the
       scheme and host of the request are used.
     - `max_body_bytes`: larger request bodies get 413 `payload_too_large`.
+    - `kernel_service` runs cells (`api.kernels`); without it those routes answer 503.
     - `host_id` names this host in `GET /healthz` (several hosts behind a proxy).
     """
     app = QuartTrio(__name__, static_folder=None)
@@ -71,6 +80,7 @@ def create_app(
             Tag(name="notebooks", description="Create, read, change, copy and delete notebooks."),
             Tag(name="sessions", description="Who is connected to a notebook."),
             Tag(name="tokens", description="Signed user tokens for the embed page."),
+            Tag(name="kernels", description="Run cells on the notebook's Jupyter kernel."),
             Tag(name="operations", description="Health and metrics (no API key)."),
         ],
     )
@@ -86,6 +96,7 @@ def create_app(
             host_id=host_id,
         ),
     )
+    kernels.install_kernels(app, kernel_service)
     app.before_request(authenticate)
     for blueprint in RESOURCES:
         app.register_blueprint(blueprint)

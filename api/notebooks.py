@@ -23,6 +23,7 @@ from api.http import (
     to_notebook,
 )
 from api.idempotency import idempotent
+from api.kernels import forget_kernel, kernel_summary
 from api.openapi import errors, no_content, response_headers
 from engine.errors import Conflict
 from engine.ipynb import export_notebook
@@ -81,7 +82,7 @@ async def get_notebook(notebook_id: str) -> Response:
         {
             **summary(info),
             "connections": {"viewers": counts.viewers, "editors": counts.editors},
-            "kernel": {"state": "none", "name": None},
+            "kernel": kernel_summary(notebook_id),
         }
     )
 
@@ -93,6 +94,7 @@ async def get_notebook(notebook_id: str) -> Response:
 async def delete_notebook(notebook_id: str) -> Response:
     """Delete a notebook and its history; connected clients are closed with code 4404."""
     await context().engine.delete_notebook(check_id(notebook_id))
+    await forget_kernel(notebook_id)
     return Response(b"", status=204)
 
 

@@ -44,7 +44,7 @@ def no_content(description: str) -> Callable[[F], F]:
 
 class AgoraOpenAPI(OpenAPIProvider):
     """quart-schema's generator plus: 204 responses, response headers, text responses, the id
-    pattern on `{notebook_id}` and the 401/413 responses every authenticated route can give."""
+    pattern on `{notebook_id}` and the 401/408/413/429/503 responses of the front gate."""
 
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         built, components = super().build_paths(rule)
@@ -75,8 +75,11 @@ class AgoraOpenAPI(OpenAPIProvider):
                         },
                     }
                     responses.setdefault(401, error_ref)
+                    responses.setdefault(429, error_ref)  # per-key rate (engine/gate.py)
+                    responses.setdefault(503, error_ref)  # --max-connections
                     if "requestBody" in operation:
                         responses.setdefault(400, error_ref)
+                        responses.setdefault(408, error_ref)  # a stalled body
                         responses.setdefault(413, error_ref)
                         responses.setdefault(422, error_ref)
                     if operation["parameters"]:

@@ -244,3 +244,55 @@ class HealthResponse(BaseModel):
 
     status: Literal["ok"]
     host: str = Field(description="This host's id (`--host-id`, default hostname:port), as in X-Agora-Host.")
+
+
+# ---- kernels -----------------------------------------------------------------------------------
+
+CellId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="A cell id.")]
+
+
+class KernelState(BaseModel):
+    """A notebook's kernel: its state, kernelspec name, queued cells and the running cell."""
+
+    state: Literal["none", "starting", "idle", "busy", "dead"]
+    name: str | None
+    queue: list[str]
+    running: str | None = None
+
+
+class KernelAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["start", "restart", "interrupt", "shutdown"]
+    name: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Accepted for compatibility; the kernel is the notebook's kernelspec (else python3).",
+    )
+
+
+class ExecuteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cells: list[CellId] | Literal["all"] = Field(
+        description='Cell ids to run in this order, or "all" (every code cell in visible order).',
+        max_length=10_000,
+    )
+    wait: bool = Field(default=False, description="Answer once the cells have run (or `timeout`).")
+    timeout: float = Field(
+        default=300.0, gt=0, le=3600, description="With `wait`: seconds to wait; the run goes on after."
+    )
+
+
+class CellResult(BaseModel):
+    id: str
+    state: str | None
+    execution_count: int | None
+    outputs: list[dict[str, Any]]
+
+
+class ExecuteResponse(BaseModel):
+    """The cells' states now (all final unless `timed_out`)."""
+
+    results: list[CellResult]
+    timed_out: bool = False

@@ -34,12 +34,15 @@ from engine import metrics
 from engine.auth.tokens import TokenClaims, TokenError, verify_token
 from engine.errors import EngineError, NotFound
 from engine.fanout import FanoutLimits, Peer, PeerClosed
+from engine.gate import drain_and_close
+from engine.kernels import KernelService
 from engine.listener import close_socket
 from engine.room import Member, Room
 from protocol import (
     DEFAULT_LIMITS,
     Error,
     ExecuteMessage,
+    InputReplyMessage,
     InterruptMessage,
     Limits,
     OpMessage,
@@ -71,7 +74,10 @@ class SyncConfig:
     fanout: FanoutLimits = field(default_factory=FanoutLimits)
     rate: float = 200.0  # messages per second per connection, sustained
     burst: float = 400.0  # messages a connection may send at once
+    byte_rate: float = 1024 * 1024  # message bytes per second per connection, sustained
+    byte_burst: float = 4 * 1024 * 1024  # message bytes a connection may send at once
     handshake_timeout: float = 10.0
+    kernels: KernelService | None = None  # None: execute/interrupt answer `kernels_unavailable`
     host_id: str = ""  # sent as X-Agora-Host in the handshake answer when set
 
 
@@ -80,18 +86,21 @@ def _error_frame(code: str, message: str) -> bytes:
 
 
 class _Bucket:
-    """A token bucket: `take` says how long to wait before reading the next message."""
+    """A token bucket: `take` says how long to wait before reading the next message.
+
+    The debt of an oversized take is paid by waiting; the bucket never refuses.
+    """
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst = rate, burst
         self.tokens = burst
         self.stamp = time.monotonic()
 
-    def take(self) -> float:
+    def take(self, amount: float = 1.0) -> float:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        self.tokens -= 1
+        self.tokens -= amount
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
@@ -112,27 +121,49 @@ async def _send_all_now(sock: socket.socket, data: bytes, timeout: float) -> boo
     return False
 
 
-async def _linger_close(sock: socket.socket) -> None:
-    """Half-close, drain what the client still sends for up to a second, then close.
+async def _linger_close(sock: socket.socket, pending: list[memoryview], timeout: float = 2.0) -> None:
+    """Write what a closing peer still owes (the rest of a frame, the close frame), half-close,
+    drain what the client still sends, then close; all within `timeout` seconds.
 
     Closing with unread input makes the kernel send a reset, which can destroy the close frame
     we just wrote before the client reads it; draining first lets the close code arrive.
     """
-    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                if not sock.recv(65536):
+    with trio.CancelScope(shield=True), trio.move_on_after(timeout):
+        for chunk in pending:
+            view = chunk
+            while view:
+                # Read while waiting to write: a client busy sending (a flood, an oversized
+                # message) must be drained, or its full window blocks both directions.
+                try:
+                    view = view[sock.send(view) :]
+                    continue
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
                     break
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                break
+                await _wait_writable_draining(sock)
+        await drain_and_close(sock)
     close_socket(sock)
+
+
+async def _wait_writable_draining(sock: socket.socket) -> None:
+    """Wait until `sock` is writable, reading and dropping its input meanwhile."""
+    async with trio.open_nursery() as nursery:
+
+        async def drop_input() -> None:
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    if not sock.recv(65536):
+                        await trio.sleep_forever()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    await trio.sleep_forever()
+
+        nursery.start_soon(drop_input)
+        await trio.lowlevel.wait_writable(sock)
+        nursery.cancel_scope.cancel()
 
 
 async def serve_sync(
@@ -141,14 +172,19 @@ async def serve_sync(
     """Run one sync connection to its end and close its socket. `room_for` is `Engine.admit`:
     the room a verified token may join, or an `EngineError` (404 → 4404, 403 → 4403,
     401 → 4401, anything else → 1011)."""
+    closing: list[memoryview] = []
     try:
-        await _serve_sync(sock, head, room_for, config)
+        await _serve_sync(sock, head, room_for, config, closing)
     finally:
-        await _linger_close(sock)
+        await _linger_close(sock, closing)
 
 
 async def _serve_sync(
-    sock: socket.socket, head: bytes, room_for: Callable[[str, TokenClaims], Any], config: SyncConfig
+    sock: socket.socket,
+    head: bytes,
+    room_for: Callable[[str, TokenClaims], Any],
+    config: SyncConfig,
+    closing: list[memoryview],
 ) -> None:
     ws = WSConnection(ConnectionType.SERVER)
     try:
@@ -196,7 +232,12 @@ async def _serve_sync(
         return
 
     peer = Peer(sock, config.fanout)
-    member = Member(peer=peer, role=claims.role, client=client, user=dict(claims.user), issued=claims.issued)
+    kernels = config.kernels
+    greeting = (lambda: kernels.frame(notebook_id) or b"") if kernels is not None else None
+    user = dict(claims.user)
+    member = Member(
+        peer=peer, role=claims.role, client=client, user=user, issued=claims.issued, greeting=greeting
+    )
     peer.on_close = lambda _peer: room.detach(member)
     try:
         with peer.cancel_scope:
@@ -210,6 +251,7 @@ async def _serve_sync(
         peer.close(1011, exc.message)
     finally:
         room.detach(member)
+        closing.extend(peer.pending_close)
 
 
 async def _writer(peer: Peer) -> None:
@@ -223,6 +265,7 @@ async def _read_loop(
     ws: WSConnection, sock: socket.socket, peer: Peer, member: Member, room: Room, config: SyncConfig
 ) -> None:
     bucket = _Bucket(config.rate, config.burst)
+    byte_bucket = _Bucket(config.byte_rate, config.byte_burst)
     parts: list[str] = []
     size = 0
     limit = config.limits.max_message_bytes
@@ -249,8 +292,8 @@ async def _read_loop(
                         continue
                     text = parts[0] if len(parts) == 1 else "".join(parts)
                     parts.clear()
+                    delay = max(bucket.take(), byte_bucket.take(len(text.encode("utf-8", "surrogatepass"))))
                     size = 0
-                    delay = bucket.take()
                     if delay:
                         await trio.sleep(delay)  # back-pressure: a flooding client is read slower
                     await _handle(text, peer, member, room, config)
@@ -299,5 +342,27 @@ async def _handle(text: str, peer: Peer, member: Member, room: Room, config: Syn
         await room.submit(member, message.seq, message.base, message.op)
     elif isinstance(message, PresenceMessage):
         room.set_cursor(member, message.cursor)
-    elif isinstance(message, ExecuteMessage | InterruptMessage):
-        peer.send_private(_error_frame("kernels_unavailable", "this server does not run kernels yet"))
+    else:
+        await _kernel_message(message, peer, room, config.kernels)
+
+
+async def _kernel_message(
+    message: ExecuteMessage | InterruptMessage | InputReplyMessage,
+    peer: Peer,
+    room: Room,
+    kernels: KernelService | None,
+) -> None:
+    """execute / interrupt / input_reply from an editor. Refusals are `error` frames that do not
+    close the connection (the kernel limit is a passing condition)."""
+    if kernels is None:
+        peer.send_private(_error_frame("kernels_unavailable", "this server does not run kernels"))
+        return
+    try:
+        if isinstance(message, ExecuteMessage):
+            await kernels.execute(room.id, message.cells, peer)
+        elif isinstance(message, InterruptMessage):
+            await kernels.interrupt(room.id)
+        elif not kernels.answer_input(room.id, peer, message.value):
+            peer.send_private(_error_frame("no_input_pending", "no input() of yours is waiting"))
+    except EngineError as exc:
+        peer.send_private(_error_frame(exc.code, exc.message))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from engine.ot.components import OpError, apply_op, referenced_cells, transform_op
 from engine.ot.model import Notebook
 from engine.records import CommittedOp, Component
+from engine.sizes import ContentMeter
 
 # Client ids the server itself commits under. `~` is outside the client-id alphabet, so no
 # WebSocket client can ever claim one of these and collide in the dedupe table.
@@ -45,13 +46,23 @@ class Document:
     """Head state plus the retained window of committed ops.
 
     `window` bounds both the transform window (how old a base may be) and the resume window
-    (how far back `since` works); it must be at least 1,000 (contract §8).
+    (how far back `since` works); it must be at least 1,000 (contract §8). `max_bytes` caps the
+    content size (`engine.sizes`): an op that would grow it beyond is rejected.
     """
 
-    def __init__(self, notebook: Notebook, version: int, tail: list[CommittedOp], window: int = 2000) -> None:
+    def __init__(
+        self,
+        notebook: Notebook,
+        version: int,
+        tail: list[CommittedOp],
+        window: int = 2000,
+        max_bytes: int | None = None,
+    ) -> None:
         if tail and tail[-1].v != version:
             raise ValueError("the tail must end at the head version")
         self.notebook = notebook
+        self.max_bytes = max_bytes
+        self.size = ContentMeter(notebook)
         self.version = version
         self.window = window
         self.history: deque[CommittedOp] = deque()
@@ -102,9 +113,10 @@ class Document:
 
         Raises `Rejected` (and changes nothing) for a client id that another user's retained
         ops hold (`client_taken`), a bad seq, a base outside the window, an op naming cells its
-        author could not have seen at `base`, or an op invalid at head. A resubmit whose
-        original left the window is refused as `base_too_old` (its base is older than the
-        window too), never committed twice.
+        author could not have seen at `base`, an op invalid at head, or one that would grow the
+        content past `max_bytes` (`notebook_too_large`). A resubmit whose original left the
+        window is refused as `base_too_old` (its base is older than the window too), never
+        committed twice.
         """
         owner = self._owner.get(client)
         if owner is not None and owner != user:
@@ -147,6 +159,13 @@ class Document:
             notebook = apply_op(self.notebook, op, self.version + 1)
         except OpError as exc:
             raise Rejected(exc.code, exc.message) from None
+        size = self.size.measure(notebook)
+        if self.max_bytes is not None and size > self.max_bytes and size > self.size.total:
+            raise Rejected(
+                "notebook_too_large",
+                f"the op would make the notebook {size} bytes, over the limit of {self.max_bytes}",
+            )
+        self.size.accept(notebook)
         record = CommittedOp(v=self.version + 1, client=client, seq=seq, user=user, time=now_ms, op=op)
         self.notebook = notebook
         self.version = record.v

@@ -21,12 +21,13 @@ from engine.access import Access
 from engine.auth.tokens import TokenClaims
 from engine.diff import diff_notebooks
 from engine.document import API_CLIENT, Document, Rejected
-from engine.errors import Conflict, EngineError, Invalid, NotFound, Unavailable
+from engine.errors import Conflict, EngineError, Invalid, NotFound, TooLarge, Unavailable
 from engine.idempotency import Idempotency
 from engine.ot.model import Notebook
 from engine.records import CommittedOp
 from engine.registry import Registry
 from engine.room import Room, RoomConfig
+from engine.sizes import notebook_size
 from engine.storage.base import NotebookExists, NotebookInfo, NotebookNotFound, Storage, StorageError
 
 
@@ -129,7 +130,9 @@ class Engine:
     async def create_notebook(
         self, notebook_id: str | None, name: str | None, notebook: Notebook
     ) -> NotebookInfo:
-        """Create at version 0. Generates a url-safe id when None. `Conflict` if the id exists."""
+        """Create at version 0. Generates a url-safe id when None. `Conflict` if the id exists,
+        `TooLarge` when the content is over `RoomConfig.notebook_max_bytes`."""
+        await self.check_size(notebook)
         now = _now_ms()
         for _ in range(5):
             nid = notebook_id or secrets.token_urlsafe(12)
@@ -149,6 +152,15 @@ class Engine:
                 if notebook_id is not None:
                     raise Conflict(f"notebook {nid!r} already exists", code="notebook_exists") from None
         raise Conflict("could not allocate a notebook id", code="notebook_exists")
+
+    async def check_size(self, notebook: Notebook) -> None:
+        """`TooLarge` when `notebook`'s content is over the cap (measured off the trio thread)."""
+        cap = self.config.notebook_max_bytes
+        if cap is None:
+            return
+        size = await trio.to_thread.run_sync(notebook_size, notebook)
+        if size > cap:
+            raise TooLarge(f"the notebook is {size} bytes, over the limit of {cap}")
 
     async def list_notebooks(self, after: str | None, limit: int) -> list[NotebookInfo]:
         """Notebooks with id > after, in id order, at most limit (live versions for open ones)."""
@@ -202,6 +214,8 @@ class Engine:
                 try:
                     doc.commit_local(op, API_CLIENT, user, _now_ms())
                 except Rejected as exc:
+                    if exc.code == "notebook_too_large":
+                        raise TooLarge(exc.message) from None
                     raise Invalid(exc.message, code=exc.code) from None
 
         await room.call(apply)
@@ -211,7 +225,8 @@ class Engine:
         self, notebook_id: str, notebook: Notebook, base_version: int | None, user: str
     ) -> NotebookInfo:
         """Make head's visible cells equal `notebook`'s by ordinary ops (connected clients see
-        them live). `Conflict` when base_version is given and is not head."""
+        them live). `Conflict` when base_version is given and is not head; `TooLarge` over the cap."""
+        await self.check_size(notebook)
         return await self._commit_diff(notebook_id, notebook, base_version, user)
 
     async def revert(self, notebook_id: str, version: int, user: str) -> NotebookInfo:

@@ -51,6 +51,13 @@ class Invalid(EngineError):
     code = "invalid"
 
 
+class TooLarge(EngineError):
+    """Content over a size limit, such as `--notebook-max-bytes` (HTTP 413)."""
+
+    status = 413
+    code = "notebook_too_large"
+
+
 class Unavailable(EngineError):
     """The notebook cannot take writes now (for example its disk failed). HTTP 503."""
 

@@ -92,8 +92,10 @@ class Peer:
         self.log: FrameLog | None = None
         self.cursor = 0
         self._out: memoryview | None = None  # the unsent rest of the item being written
-        self._private: deque[bytes] = deque()
+        self._private: deque[bytes | memoryview] = deque()  # memoryview: shared, not counted
         self._private_bytes = 0
+        self._welcoming = False  # a welcome is being written: shared frames may pile up meanwhile
+        self.pending_close: list[memoryview] = []  # what still has to go out before the socket closes
         self._wake = trio.Event()
         self.closed = False
         self.close_code: int | None = None
@@ -143,15 +145,17 @@ class Peer:
                 self._wake.set()
             return 1
         if not self.closed:
-            self._check_lag()
+            if not self._welcoming:
+                self._check_lag()
             self._wake.set()
         return 0
 
-    def send_private(self, *chunks: bytes) -> None:
-        """Queue bytes for this peer alone (welcome, ack, reject, pong), in order, atomically."""
+    def send_private(self, *chunks: bytes | memoryview) -> None:
+        """Queue bytes for this peer alone (welcome, ack, reject, pong), in order, atomically.
+        A memoryview chunk is shared with others and not counted against `max_private_bytes`."""
         if self.closed:
             return
-        size = sum(len(c) for c in chunks)
+        size = sum(len(c) for c in chunks if not isinstance(c, memoryview))
         if (
             len(self._private) + len(chunks) > self.limits.max_private_items + 8
             or self._private_bytes + size > self.limits.max_private_bytes
@@ -166,13 +170,26 @@ class Peer:
         if not self.idle:
             self._wake.set()
 
+    def send_welcome(self, head: bytes, shared: bytes, tail: bytes) -> None:
+        """Queue a welcome whose large middle (`shared`, the room's encoded DOC) is written from
+        the room's own bytes: it does not count against `max_private_bytes`, and shared frames
+        may queue behind it (up to the frame log's retention) while it is written."""
+        if self.closed:
+            return
+        self._welcoming = True
+        self.send_private(head, memoryview(shared), tail)
+
     def _next_item(self) -> bool:
         """Load the next thing to write into `_out`; False when there is nothing left."""
         if self._private:
             item = self._private.popleft()
-            self._private_bytes -= len(item)
-            self._out = memoryview(item)
+            if isinstance(item, memoryview):
+                self._out = item
+            else:
+                self._private_bytes -= len(item)
+                self._out = memoryview(item)
             return True
+        self._welcoming = False
         if self.log is not None and self.cursor < self.log.head:
             frame = self.log.get(self.cursor)
             if frame is None:
@@ -225,19 +242,36 @@ class Peer:
     # -- closing -------------------------------------------------------------------------
 
     def close(self, code: int | None, reason: str) -> None:
-        """Close now: best-effort close frame (never waits), then cancel the peer's tasks."""
+        """Close now: the close frame goes out as far as the socket takes it without waiting
+        (the rest waits in `pending_close` for the connection's linger); cancel the peer's tasks."""
         if self.closed:
             return
         self.closed = True
         self.close_code = code
         if code == 4408:
             metrics.SLOW_CONSUMER_CUTS.inc()
-        if code is not None and self._out is None:
-            # Only when no frame is half-written: a close frame in the middle of one would be garbage.
-            try:
-                self.sock.send(close_frame(code, reason))
-            except OSError:
-                pass  # best effort: the peer is going away either way
+        if code is not None:
+            # A close frame may not cut into a half-written frame: finish that one first, then
+            # what was queued before the close (the rest of a welcome being written, the
+            # `error` that explains the close): every queued item is a whole frame or the
+            # continuation of the current one. What the socket does not take now is left in
+            # `pending_close` for the linger; queued items are shared or small, never copied.
+            queue: list[memoryview] = [self._out] if self._out is not None else []
+            queue.extend(item if isinstance(item, memoryview) else memoryview(item) for item in self._private)
+            queue.append(memoryview(close_frame(code, reason)))
+            while queue:
+                try:
+                    sent = self.sock.send(queue[0])
+                except _WOULD_BLOCK:
+                    break
+                except OSError:
+                    queue.clear()  # the peer is gone either way
+                    break
+                if sent < len(queue[0]):
+                    queue[0] = queue[0][sent:]
+                    break
+                queue.pop(0)
+            self.pending_close = queue
         self._private.clear()
         self._out = None
         self._wake.set()

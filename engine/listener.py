@@ -13,11 +13,14 @@ import logging
 import re
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from engine.framing import bad_request_response, framing_error, guard_h11
+
+if TYPE_CHECKING:  # the gate builds on this module's streams
+    from engine.gate import Gate
 
 log = logging.getLogger("agora.listener")
 
@@ -134,19 +137,22 @@ async def serve(
     on_sync: SyncHandler,
     on_http: HttpHandler,
     *,
+    gate: Gate | None = None,
     task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept on `sock`; each connection runs in this function's nursery.
 
     `task_status.started` hands back the accept loop's cancel scope: cancelling it closes the
     listening socket (no new connections) while open connections keep running until the
-    caller cancels this task.
+    caller cancels this task. With a `gate`, connections are counted and every head is
+    screened (`engine.gate`) before anything else is read.
     """
 
     guard_h11()  # later requests on a kept-alive connection are framed by h11: same refusal
 
     async def handle(conn: socket.socket) -> None:
         handed_off = False
+        admitted = gate.enter() if gate is not None else True
         try:
             head = await read_head(conn)
             if head is None:
@@ -155,14 +161,22 @@ async def serve(
                 await refuse_head(conn, bad_request_response(why))
                 return
             handed_off = True  # from here on the handler owns (and closes) the socket
+            if gate is not None:
+                refusal = gate.screen(head, admitted)
+                if refusal is not None:
+                    await gate.refuse(conn, refusal)
+                    return
             if SYNC_PATH.match(head):
                 await on_sync(conn, head)
                 return
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
-            await on_http(PrefixedStream(stream, head))
+            http = gate.gated_stream(stream, head) if gate is not None else PrefixedStream(stream, head)
+            await on_http(http)
         except Exception:  # one connection's bug must never take the listener down
             log.exception("connection handler failed")
         finally:
+            if gate is not None and admitted:
+                gate.leave()
             if not handed_off:
                 close_socket(conn)
 

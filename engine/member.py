@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ class Member:
     user: dict[str, Any]
     issued: int = 0  # epoch ms its token was minted: a kick of the user at or after it refuses it
     holds_client: bool = False  # counted in the room's client holders (set and cleared by the room)
+    # Frames sent right after the welcome, computed then (e.g. the current `kernel` frame).
+    greeting: Callable[[], bytes] | None = None
 
 
 CLOSE_NAMES = {

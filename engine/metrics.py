@@ -34,3 +34,21 @@ QUEUE_DROPS = Counter(
     registry=REGISTRY,
 )
 KERNELS = Gauge("agora_kernels", "Running kernels.", registry=REGISTRY)
+KERNEL_EXECUTIONS = Counter(
+    "agora_kernel_executions_total", "Cells run on kernels, by final state.", ["state"], registry=REGISTRY
+)
+KERNEL_OUTPUT_BYTES = Counter(
+    "agora_kernel_output_bytes_total",
+    "Kernel output bytes: committed to notebooks, or dropped by the per-cell caps.",
+    ["fate"],
+    registry=REGISTRY,
+)
+KERNEL_IOPUB_MESSAGES = Counter(
+    "agora_kernel_iopub_messages_total", "Kernel iopub messages decoded.", registry=REGISTRY
+)
+LOOP_LAG = Histogram(
+    "agora_loop_lag_seconds",
+    "How late the trio loop ran a 100 ms timer (a stalled loop shows here).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)

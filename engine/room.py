@@ -36,6 +36,7 @@ __all__ = ["Member", "Room", "RoomConfig"]
 
 log = logging.getLogger("agora.room")
 T = TypeVar("T")
+TIME_SLICE = 0.005  # seconds of batch work between two yields to the other tasks
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class RoomConfig:
     idle_timeout: float = 60.0  # close the room after this long without members or calls
     call_timeout: float = 30.0  # an HTTP call waiting for the room gives up after this
     fanout: FanoutLimits = field(default_factory=FanoutLimits)
+    notebook_max_bytes: int | None = 32 * 1024 * 1024  # content cap (engine.sizes); None: none
 
 
 @dataclass(slots=True)
@@ -90,7 +92,9 @@ class Room:
         self.info = info
         self.store = store
         self.config = config
-        self.doc = Document(recovered.notebook, recovered.version, recovered.tail, config.window)
+        self.doc = Document(
+            recovered.notebook, recovered.version, recovered.tail, config.window, config.notebook_max_bytes
+        )
         self.info.version = recovered.version
         self.members: dict[int, Member] = {}
         self.presence = PresenceBoard()
@@ -103,7 +107,7 @@ class Room:
             presence_interval=config.presence_interval,
             presence_grace=config.presence_grace,
         )
-        self.joins = Joins(self.doc, self.members, self.presence)
+        self.joins = Joins(self.doc, self.members, self.presence, wake=self._poke)
         self.snapshots = Snapshotter(notebook_id, store, info, recovered.version)
         self.stopping = False
         self.deleted = False
@@ -283,13 +287,13 @@ class Room:
                     return
             self.broadcaster.flush(trio.current_time())
             if not self.broadcaster.pending and self.joins.pending:
-                self.joins.serve(self.broadcaster)
+                self.joins.serve(self.broadcaster, nursery)
             self.snapshots.maybe_start(nursery, self.doc.notebook, self.doc.version)
             if not self.members and trio.current_time() >= self._last_activity + self.config.idle_timeout:
                 self.stopping = True
 
     def _deadline(self) -> float:
-        if self.stopping:
+        if self.stopping or self.joins.ready:
             return -float("inf")
         deadlines = []
         if (frame_at := self.broadcaster.deadline()) is not None:
@@ -318,7 +322,13 @@ class Room:
         before = self.doc.version
         after_durable: list[Callable[[], None]] = []
         now_ms = _now_ms()
+        slice_start = time.perf_counter()
         for item in batch:
+            if time.perf_counter() - slice_start > TIME_SLICE:
+                # Let other rooms and connections run: one notebook's batch of big ops must not
+                # hold the trio thread (nothing here is visible to anyone before the append).
+                await trio.lowlevel.checkpoint()
+                slice_start = time.perf_counter()
             if isinstance(item, _Submit):
                 self._apply_submit(item, now_ms, after_durable)
             elif isinstance(item, Join):

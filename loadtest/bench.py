@@ -253,7 +253,7 @@ class Run:
         for c in self.children:
             c.stop()
         self.http.close()
-        code = None
+        code: int | str | None = None
         try:
             code = self.server.stop()
         except Exception as exc:
@@ -305,7 +305,7 @@ class ViewerGroup:
                 for k, v in p.get(key, {}).items():
                     merged[k] = merged.get(k, 0) + v
             out[key] = merged
-        welcome = sorted(x for p in parts for x in p.get("welcome_list", []))
+        welcome: list[float] = sorted(float(x) for p in parts for x in p.get("welcome_list", []))
         if welcome:
 
             def q(f: float) -> float:

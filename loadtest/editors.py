@@ -17,6 +17,7 @@ Editors and probes share one process, so both ends use the same clock.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import socket
@@ -314,6 +315,11 @@ class Editor(Replica):
             t += self.rnd.expovariate(rate)
 
 
+def _all_reached(replicas: list[Replica], head: int) -> bool:
+    """Every live replica has seen version `head`."""
+    return all(r.state != "live" or r.version >= head for r in replicas)
+
+
 def stats(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
@@ -351,8 +357,8 @@ async def main() -> None:
             cmd = command["cmd"]
             if cmd == "connect":
                 async with trio.open_nursery() as connecting:
-                    for r in probes:
-                        connecting.start_soon(r.connect)
+                    for probe in probes:
+                        connecting.start_soon(probe.connect)
                     for i, e in enumerate(editors):
                         connecting.start_soon(e.connect, f"bench-ed{i}")
                 for r in everyone:
@@ -396,10 +402,12 @@ async def main() -> None:
                 head = int(command["head"])
                 with trio.move_on_after(float(command.get("timeout", 15))):
                     await wire.wait_until(
-                        lambda head=head: all(r.state != "live" or r.version >= head for r in everyone)
+                        functools.partial(_all_reached, everyone, head)
                     )
                 expected = [(c["id"], c["cell_type"], c["source"]) for c in command["cells"]]
-                probe_ok = [r.state == "live" and r.version == head and r.cells() == expected for r in probes]
+                probe_ok = [
+                    p.state == "live" and p.version == head and p.cells() == expected for p in probes
+                ]
                 editor_ok = [
                     r.state == "live" and r.version == head and r.cells() == expected for r in editors
                 ]

@@ -11,6 +11,7 @@ head. It never sends anything but a masked close frame on the way out.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -175,6 +176,11 @@ def settled(v: RawViewer) -> bool:
     return v.state in ("failed", "closed") or (v.state == "live" and v.welcome_time is not None)
 
 
+def _all_reached(viewers: list[RawViewer], head: int) -> bool:
+    """Every live viewer has seen version `head`."""
+    return all(v.state != "live" or v.max_version() >= head for v in viewers)
+
+
 def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None, "p99": None, "max": None}
@@ -247,7 +253,7 @@ async def main() -> None:
                 head = int(command["head"])
                 with trio.move_on_after(float(command.get("timeout", 15))):
                     await wire.wait_until(
-                        lambda head=head: all(v.state != "live" or v.max_version() >= head for v in viewers),
+                        functools.partial(_all_reached, viewers, head),
                         0.05,
                     )
                 seen = [v.max_version() for v in viewers]

@@ -3,10 +3,10 @@
 No sockets, no trio, nothing of ours imported: every function is pure and testable with bytes.
 
 - `decode_client` turns one client message into an `OpMessage`, `PresenceMessage`,
-  `ExecuteMessage`, `InterruptMessage` or `PingMessage`, or raises `ProtocolError` (whose
+  `ExecuteMessage`, `InterruptMessage`, `InputReplyMessage` or `PingMessage`, or raises `ProtocolError` (whose
   ``close_code`` says close, or ``None`` with ``seq`` says reject the op).
 - `encode` turns a server message (`Welcome`, `Ops`, `Ack`, `Reject`, `Presence`, `Kernel`,
-  `Pong`, `Error`) into JSON bytes; `encode_op_entry`, `ops_frame_payload` and the
+  `InputRequest`, `Pong`, `Error`) into JSON bytes; `encode_op_entry`, `ops_frame_payload` and the
   ``welcome_payload_*`` helpers build broadcast payloads from bytes encoded once.
 - `text_frame` and `close_frame` wrap payloads into server WebSocket frames.
 - `validate_op` and `validate_cursor` check and normalise ops and cursors from other sources
@@ -62,6 +62,8 @@ from protocol.messages import (
     ClientMessage,
     Error,
     ExecuteMessage,
+    InputReplyMessage,
+    InputRequest,
     InterruptMessage,
     Kernel,
     OpMessage,
@@ -102,6 +104,8 @@ __all__ = [
     "Component",
     "Error",
     "ExecuteMessage",
+    "InputReplyMessage",
+    "InputRequest",
     "InterruptMessage",
     "Kernel",
     "Limits",

@@ -27,6 +27,8 @@ from protocol.messages import (
     ClientMessage,
     Error,
     ExecuteMessage,
+    InputReplyMessage,
+    InputRequest,
     InterruptMessage,
     Kernel,
     OpMessage,
@@ -247,6 +249,19 @@ def _decode_interrupt(msg: dict[str, Any], limits: Limits) -> InterruptMessage:
     return InterruptMessage()
 
 
+_INPUT_KEYS = frozenset({"type", "value"})
+
+
+def _decode_input_reply(msg: dict[str, Any], limits: Limits) -> InputReplyMessage:
+    _check_keys(msg, _INPUT_KEYS)
+    value = msg["value"]
+    if type(value) is not str:
+        _close("invalid_field", f"value: must be a string, not {_show(value)}")
+    if has_lone_surrogate(value):
+        _close("lone_surrogate", "value: holds a lone UTF-16 surrogate")
+    return InputReplyMessage(value)
+
+
 def _decode_ping(msg: dict[str, Any], limits: Limits) -> PingMessage:
     _check_keys(msg, _BARE_KEYS)
     return PingMessage()
@@ -257,6 +272,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any], Limits], ClientMessage]] = {
     "presence": _decode_presence,
     "execute": _decode_execute,
     "interrupt": _decode_interrupt,
+    "input_reply": _decode_input_reply,
     "ping": _decode_ping,
 }
 
@@ -339,8 +355,14 @@ def encode(msg: ServerMessage) -> bytes:
             return orjson.dumps({"type": "ack", "seq": seq, "v": v})
         case Reject(seq=seq, code=code, message=message):
             return orjson.dumps({"type": "reject", "seq": seq, "error": {"code": code, "message": message}})
-        case Kernel(state=state, queue=queue):
-            return orjson.dumps({"type": "kernel", "state": state, "queue": queue})
+        case Kernel(state=state, queue=queue, name=name, running=running):
+            return orjson.dumps(
+                {"type": "kernel", "state": state, "name": name, "queue": queue, "running": running}
+            )
+        case InputRequest(cell=cell, prompt=prompt, password=password):
+            return orjson.dumps(
+                {"type": "input_request", "cell": cell, "prompt": prompt, "password": password}
+            )
         case Pong():
             return b'{"type":"pong"}'
         case Error(code=code, message=message):
@@ -365,6 +387,8 @@ def encode_client(msg: ClientMessage) -> bytes:
             return orjson.dumps({"type": "execute", "cells": cells})
         case InterruptMessage():
             return b'{"type":"interrupt"}'
+        case InputReplyMessage(value=value):
+            return orjson.dumps({"type": "input_reply", "value": value})
         case PingMessage():
             return b'{"type":"ping"}'
     raise TypeError(f"not a client message: {msg!r}")

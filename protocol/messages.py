@@ -17,6 +17,8 @@ __all__ = [
     "ClientMessage",
     "Error",
     "ExecuteMessage",
+    "InputReplyMessage",
+    "InputRequest",
     "InterruptMessage",
     "Kernel",
     "OpMessage",
@@ -67,13 +69,23 @@ class InterruptMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class InputReplyMessage:
+    """``{"type":"input_reply","value":str}``: the answer to this connection's `InputRequest`."""
+
+    TYPE: ClassVar[str] = "input_reply"
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
 class PingMessage:
     """``{"type":"ping"}``; answered with `Pong`."""
 
     TYPE: ClassVar[str] = "ping"
 
 
-ClientMessage = OpMessage | PresenceMessage | ExecuteMessage | InterruptMessage | PingMessage
+ClientMessage = (
+    OpMessage | PresenceMessage | ExecuteMessage | InterruptMessage | InputReplyMessage | PingMessage
+)
 
 
 # Server → client ---------------------------------------------------------------------------
@@ -144,11 +156,23 @@ class Presence:
 
 @dataclass(frozen=True, slots=True)
 class Kernel:
-    """The kernel state and the queue of cell ids waiting to run."""
+    """The kernel state, its name, the queue of cell ids waiting to run and the running cell."""
 
     TYPE: ClassVar[str] = "kernel"
     state: str
     queue: list[str]
+    name: str | None = None
+    running: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputRequest:
+    """``{"type":"input_request","cell","prompt","password"}``: sent only to the requester."""
+
+    TYPE: ClassVar[str] = "input_request"
+    cell: str
+    prompt: str
+    password: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,4 +196,4 @@ class Error:
         return cls(error.code, error.message)
 
 
-ServerMessage = Welcome | Ops | Ack | Reject | Presence | Kernel | Pong | Error
+ServerMessage = Welcome | Ops | Ack | Reject | Presence | Kernel | InputRequest | Pong | Error

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import httpx
 import orjson
 import pytest
@@ -83,7 +81,7 @@ def create(notebook_id: str, api_key: str, framing: str) -> bytes:
     ).encode() + body
 
 
-async def test_smuggled_requests_are_refused_first_and_later_on_a_connection(
+async def test_smuggled_requests_are_refused(
     server: ServerProcess, http: httpx.AsyncClient
 ) -> None:
     key = server.api_key
@@ -96,27 +94,24 @@ async def test_smuggled_requests_are_refused_first_and_later_on_a_connection(
     # Differing duplicate Content-Length values.
     answer = await exchange(server, create("dup", key, "Content-Length: 3") + smuggled)
     assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1, answer
-    # The same on a kept-alive connection's second request (hypercorn parses that one).
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-    async with stream:
-        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = b""
-        with trio.fail_after(15):  # one whole response: head, then content-length bytes of body
-            while b"\r\n\r\n" not in first or len(first.split(b"\r\n\r\n", 1)[1]) < int(
-                re.search(rb"content-length: (\d+)", first, re.IGNORECASE).group(1)  # type: ignore[union-attr]
-            ):
-                first += await stream.receive_some(65536)
-        assert first.startswith(b"HTTP/1.1 200 ")
-        await stream.send_all(create("later", key, "chunked") + smuggled)
-        answer = b""
-        with trio.fail_after(15):
-            while chunk := await stream.receive_some(65536):
-                answer += chunk
-    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1, answer
-    # And pipelined behind a good request in the same write.
+    # Behind a good request on the same connection, in one write or after its answer: the gate
+    # serves one request per connection, and h11 (which would frame a later one) refuses CL+TE
+    # too. Either way, nothing of it is served.
     healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-    answer = await exchange(server, healthz + create("piped", key, "chunked") + smuggled)
-    assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 ") == 2, answer
-    assert b"HTTP/1.1 400 " in answer
+    for late in (create("piped", key, "chunked") + smuggled, None):
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        answer = b""
+        async with stream:
+            await stream.send_all(healthz + (late or b""))
+            with trio.move_on_after(5):
+                while chunk := await stream.receive_some(65536):
+                    answer += chunk
+                    if late is None and b'"status":"ok"' in answer:
+                        try:
+                            await stream.send_all(create("later", key, "chunked") + smuggled)
+                        except trio.BrokenResourceError:
+                            break
+                        late = b""
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 201" not in answer, answer
     listed = (await http.get("/api/v1/notebooks")).json()["items"]
     assert listed == [], "nothing of an ambiguous request took effect"

@@ -12,6 +12,7 @@ from protocol import (
     DEFAULT_LIMITS,
     ERROR_CODES,
     ExecuteMessage,
+    InputReplyMessage,
     InterruptMessage,
     Limits,
     OpMessage,
@@ -56,6 +57,7 @@ def test_decodes_each_client_message() -> None:
     assert decode_client(dumps({"type": "presence", "cursor": None})) == PresenceMessage(None)
     assert decode_client(dumps({"type": "execute", "cells": ["a", "b-2"]})) == ExecuteMessage(["a", "b-2"])
     assert decode_client(b'{"type":"interrupt"}') == InterruptMessage()
+    assert decode_client(b'{"type":"input_reply","value":"42"}') == InputReplyMessage("42")
     assert decode_client(b'{"type":"ping"}') == PingMessage()
 
 
@@ -110,6 +112,8 @@ def test_missing_and_unknown_top_level_fields_close() -> None:
     fails(dumps({"type": "execute"}), "missing_field")
     fails(dumps({"type": "ping", "id": 3}), "unknown_field")
     fails(dumps({"type": "interrupt", "now": True}), "unknown_field")
+    fails(dumps({"type": "input_reply"}), "missing_field")
+    fails(dumps({"type": "input_reply", "value": 3}), "invalid_field")
 
 
 @pytest.mark.parametrize(

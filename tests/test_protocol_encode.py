@@ -88,7 +88,10 @@ def parsed(msg: ServerMessage) -> Any:
                 "editors": [{"client": "k1", "user": USER, "cursor": None, "v": 7}],
             },
         ),
-        (Kernel("busy", ["c1", "c2"]), {"type": "kernel", "state": "busy", "queue": ["c1", "c2"]}),
+        (
+            Kernel("busy", ["c1", "c2"], "python3", "c0"),
+            {"type": "kernel", "state": "busy", "name": "python3", "queue": ["c1", "c2"], "running": "c0"},
+        ),
         (Pong(), {"type": "pong"}),
         (
             Error("message_too_large", "too big"),

