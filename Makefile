@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench bench-quick clean system-deps dist
+.PHONY: serve test lint bench bench-quick clean system-deps web dist
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,13 +15,19 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(PY) server.py serve --dev
 
+# Rebuild the embed page bundle (committed under api/embed_static/) from web/ and its lockfile.
+web:
+	cd web && npm ci --no-audit --no-fund && node build.mjs
+
 # What the tests start for real: Debian's chromium (browser tests), nginx (several hosts) and
-# PostgreSQL (--store). Installed with apt when missing (CI runs as root on a clean machine).
+# PostgreSQL (--store); node/npm for the embed bundle check and its JS unit tests. Installed with
+# apt when missing (CI runs as root on a clean machine).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "missing system packages:$$missing (apt-get install them as root)"; exit 1; fi; \
 		echo "installing system packages:$$missing"; \
@@ -41,6 +47,7 @@ bench: $(STAMP)
 	$(PY) -m loadtest.bench
 	$(PY) loadtest/bench_recovery.py
 	$(PY) loadtest/bench_ot.py
+	$(PY) loadtest/bench_embed.py
 	$(PY) -m loadtest.bench_kernels
 	$(PY) loadtest/bench_isolation.py
 
@@ -54,4 +61,4 @@ dist: $(STAMP)
 	@ls -l dist/agora.pyz
 
 clean:
-	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-locust dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis

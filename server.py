@@ -30,6 +30,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
 from api.app import create_app
+from api.embed import parse_origins
 from api.host_header import with_host_header
 from api.keys_cli import run_keys_command
 from engine import listener, proxyconf
@@ -67,6 +68,7 @@ class Settings:
     keep_snapshots: int | None = None
     fsync: bool = True
     dev: bool = False
+    embed_origins: list[str] = field(default_factory=list)  # embed page: frame-ancestors, postMessage
     host_id: str = ""  # X-Agora-Host; empty: hostname:port
     kernels: KernelFlags = field(default_factory=lambda: KernelFlags())
     limits: ServeLimits = field(default_factory=lambda: ServeLimits())
@@ -150,6 +152,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _origins(text: str) -> list[str]:
+    try:
+        return parse_origins(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # ---- limits (contract §1, §8): each a flag with an AGORA_* variable -------------------------
@@ -275,6 +284,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("AGORA_FSYNC", "1") == "0",
         help="skip fsync (benchmarks only: acknowledged ops may be lost on power failure)",
     )
+    serve.add_argument(
+        "--embed-origins",
+        type=_origins,
+        default=os.environ.get("AGORA_EMBED_ORIGINS", ""),  # a str default goes through `type` too
+        help="comma-separated origins allowed to frame /embed/{id} and to send it tokens by postMessage",
+    )
     _add_kernel_flags(serve)
     _add_limit_flags(serve)
     keys = sub.add_parser("keys", help="manage API keys stored in the data dir")
@@ -342,6 +357,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         keep_snapshots=args.keep_snapshots,
         fsync=not args.unsafe_no_fsync,
         dev=args.dev,
+        embed_origins=args.embed_origins,
         kernels=_kernel_flags(args),
         host_id=args.host_id,
         limits=limits_from(args),
@@ -387,22 +403,19 @@ async def _prepare_dev(settings: Settings, engine: Engine, secret: bytes, base: 
         await engine.create_notebook("demo", "Demo notebook", import_notebook(DEMO_NOTEBOOK))
     except Conflict:
         pass
+    day = int(time.time()) + 86400
     incarnation, issued = await engine.token_grant("demo", "dev")
-    token = mint_token(
-        secret,
-        "demo",
-        {"id": "dev", "name": "Developer"},
-        "editor",
-        int(time.time()) + 86400,
-        incarnation=incarnation,
-        issued=issued,
-    )
+    dev, dev_viewer = {"id": "dev", "name": "Developer"}, {"id": "dev-viewer", "name": "Viewer"}
+    token = mint_token(secret, "demo", dev, "editor", day, incarnation=incarnation, issued=issued)
+    viewer = mint_token(secret, "demo", dev_viewer, "viewer", day, incarnation=incarnation, issued=issued)
     ws_base = base.replace("http://", "ws://")
     print(
         f"\nAgora dev server on {base}\n"
         f"  API key (dev):   {key}\n"
         f"  demo notebook:   {base}/api/v1/notebooks/demo\n"
         f"  try:             curl -H 'Authorization: Bearer {key}' {base}/api/v1/notebooks/demo/content\n"
+        f"  editor page:     {base}/embed/demo#token={token}\n"
+        f"  viewer page:     {base}/embed/demo#token={viewer}\n"
         f"  editor socket:   {ws_base}/api/v1/notebooks/demo/ws?token={token}\n"
         f"  API docs:        {base}/api/v1/docs   (OpenAPI: {base}/api/v1/openapi.json)\n",
         flush=True,
@@ -451,6 +464,7 @@ async def serve(
         public_url=base,
         kernel_service=kernels,
         host_id=host_id,
+        embed_origins=tuple(settings.embed_origins),
         max_body_bytes=limits.http_max_body,
     )
     gate = Gate(

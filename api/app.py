@@ -3,7 +3,8 @@
 Handlers are thin: parse and validate (pydantic models in `api.schemas`), authorise (the API key
 check in `api.auth`), call the `Engine`, shape the JSON. One module per resource, each a
 blueprint registered here: `api.operations` (health, metrics), `api.notebooks`, `api.sessions`,
-`api.tokens`, `api.kernels`. Every failure leaves through `api.errors`, so every error body is
+`api.tokens`, `api.kernels`, `api.embed` (the embed page). Every failure leaves through
+`api.errors`, so every error body is
 `{"error": {"code", "message"}}`.
 """
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from quart_schema import HttpSecurityScheme, Info, QuartSchema, Tag
 from quart_trio import QuartTrio
 
-from api import kernels, notebooks, operations, sessions, tokens
+from api import embed, kernels, notebooks, operations, sessions, tokens
 from api.auth import authenticate
 from api.errors import register_error_handlers
 from api.http import API, ApiContext, install_context
@@ -32,6 +33,7 @@ RESOURCES = (
     sessions.blueprint,
     tokens.blueprint,
     kernels.blueprint,
+    embed.blueprint,
 )
 
 
@@ -42,6 +44,7 @@ def create_app(
     secret: bytes,
     public_url: str = "",
     max_body_bytes: int = DEFAULT_MAX_BODY,
+    embed_origins: tuple[str, ...] = (),
     kernel_service: KernelService | None = None,
     host_id: str = "",
 ) -> QuartTrio:
@@ -52,6 +55,7 @@ def create_app(
     - `public_url` (e.g. `https://agora.example.edu`) prefixes `embed_url`; when empty, the
       scheme and host of the request are used.
     - `max_body_bytes`: larger request bodies get 413 `payload_too_large`.
+    - `embed_origins`: origins allowed to frame `/embed/{id}` and to post it tokens.
     - `kernel_service` runs cells (`api.kernels`); without it those routes answer 503.
     - `host_id` names this host in `GET /healthz` (several hosts behind a proxy).
     """
@@ -93,6 +97,7 @@ def create_app(
             secret=secret,
             public_url=public_url,
             max_body_bytes=max_body_bytes,
+            embed_origins=tuple(embed_origins),
             host_id=host_id,
         ),
     )

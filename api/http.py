@@ -42,6 +42,7 @@ class ApiContext:
     secret: bytes
     public_url: str  # prefixes embed URLs; empty: the request's scheme and host
     max_body_bytes: int
+    embed_origins: tuple[str, ...] = ()  # may frame /embed/{id} and post it tokens
     host_id: str = ""  # this host's name (X-Agora-Host, /healthz)
 
 

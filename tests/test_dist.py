@@ -8,6 +8,7 @@ out of the zipapp.
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -126,6 +127,11 @@ def test_pyz_serves_with_nothing_installed(tmp_path: Path) -> None:
         assert [c["source"] for c in content.json()["cells"]] == ["hi"]
         docs = httpx.get(f"{base}/api/v1/docs")
         assert docs.status_code == 200 and "text/html" in docs.headers["Content-Type"]
+        # The embed page and its hashed assets come out of the zipapp too.
+        page = httpx.get(f"{base}/embed/pyz-1")
+        assert page.status_code == 200 and "content-security-policy" in page.headers
+        for asset in re.findall(r'(?:href|src)="(/embed/assets/[^"]+)"', page.text + docs.text):
+            assert httpx.get(f"{base}{asset}").status_code == 200, asset
         assert (run / "data" / "notebooks" / "pyz-1").is_dir()  # the data dir is relative to the cwd
     finally:
         proc.send_signal(signal.SIGTERM)
