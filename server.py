@@ -50,7 +50,7 @@ from engine.ipynb import import_notebook
 from engine.kernels import KernelService, KernelSettings, OutputLimits, RoomSink
 from engine.room import RoomConfig
 from engine.storage.base import Storage, StorageError
-from engine.storage.disk import UnsafeNoSyncDisk
+from engine.storage.disk import Disk, UnsafeNoSyncDisk
 from engine.storage.files import FileStorage
 from engine.storage.postgres import PostgresStorage
 from protocol import Limits as ProtocolLimits
@@ -416,8 +416,10 @@ async def _prepare_dev(settings: Settings, engine: Engine, secret: bytes, base: 
     except Conflict:
         pass
     day = int(time.time()) + 86400
-    token = mint_token(secret, "demo", {"id": "dev", "name": "Developer"}, "editor", day)
-    viewer = mint_token(secret, "demo", {"id": "dev-viewer", "name": "Viewer"}, "viewer", day)
+    incarnation, issued = await engine.token_grant("demo", "dev")
+    dev, dev_viewer = {"id": "dev", "name": "Developer"}, {"id": "dev-viewer", "name": "Viewer"}
+    token = mint_token(secret, "demo", dev, "editor", day, incarnation=incarnation, issued=issued)
+    viewer = mint_token(secret, "demo", dev_viewer, "viewer", day, incarnation=incarnation, issued=issued)
     ws_base = base.replace("http://", "ws://")
     print(
         f"\nAgora dev server on {base}\n"
@@ -432,14 +434,20 @@ async def _prepare_dev(settings: Settings, engine: Engine, secret: bytes, base: 
     )
 
 
-async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run the whole server until SIGTERM/SIGINT (or cancellation); then flush and return."""
+async def serve(
+    settings: Settings,
+    *,
+    disk: Disk | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the whole server until SIGTERM/SIGINT (or cancellation); then flush and return.
+    `disk` replaces the file store's disk (tests inject faults through it)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     shared = await open_shared_store(settings) if settings.store else None
     storage: Storage = shared[0] if shared else FileStorage(
         settings.data_dir,
         keep_snapshots=settings.keep_snapshots,
-        disk=None if settings.fsync else UnsafeNoSyncDisk(),
+        disk=disk if disk is not None else None if settings.fsync else UnsafeNoSyncDisk(),
     )
     if not settings.fsync:
         log.warning("fsync is OFF (--unsafe-no-fsync): acknowledged ops may be lost on power failure")
@@ -511,7 +519,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.
         if shared and await refuse_sync_if_not_owner(engine, conn, head, host_id):  # type: ignore[arg-type]
             listener.close_socket(conn)  # type: ignore[arg-type]
             return
-        await serve_sync(conn, head, engine.room, sync_config)  # type: ignore[arg-type]
+        await serve_sync(conn, head, engine.admit, sync_config)  # type: ignore[arg-type]
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import trio
 from quart import Blueprint, Response
 from quart_schema import document_request, document_response, tag, validate_querystring
@@ -12,6 +13,7 @@ from api import schemas as s
 from api.http import (
     API,
     API_USER,
+    ID_RE,
     check_id,
     conflict_code,
     context,
@@ -20,9 +22,10 @@ from api.http import (
     summary,
     to_notebook,
 )
+from api.idempotency import idempotent
 from api.kernels import forget_kernel, kernel_summary
 from api.openapi import errors, no_content, response_headers
-from engine.errors import Conflict, EngineError
+from engine.errors import Conflict
 from engine.ipynb import export_notebook
 from engine.ot.model import Notebook
 
@@ -127,14 +130,18 @@ async def put_content(notebook_id: str) -> Response:
     Applied as ordinary ops (by user `api`), so connected clients see the change live. With
     `base_version`, 409 `version_conflict` unless it is still head.
     """
-    check_id(notebook_id)
-    body = await read_body(s.ReplaceContentRequest)
-    nb = await to_notebook(body.notebook)
-    try:
-        info = await context().engine.replace_content(notebook_id, nb, body.base_version, API_USER)
-    except Conflict as exc:
-        raise conflict_code(exc, "version_conflict") from None
-    return json_response(summary(info))
+
+    async def work() -> Response:
+        check_id(notebook_id)
+        body = await read_body(s.ReplaceContentRequest)
+        nb = await to_notebook(body.notebook)
+        try:
+            info = await context().engine.replace_content(notebook_id, nb, body.base_version, API_USER)
+        except Conflict as exc:
+            raise conflict_code(exc, "version_conflict") from None
+        return json_response(summary(info))
+
+    return await idempotent(f"put_content:{notebook_id}", work)
 
 
 @blueprint.post(f"{API}/notebooks/<notebook_id>/copy")
@@ -144,13 +151,17 @@ async def put_content(notebook_id: str) -> Response:
 @errors(404, 409)
 async def copy_notebook(notebook_id: str) -> Response:
     """Copy the head content to a new notebook (hand out a worksheet)."""
-    check_id(notebook_id)
-    body = await read_body(s.CopyRequest)
-    try:
-        info = await context().engine.copy_notebook(notebook_id, body.id, body.name)
-    except Conflict as exc:
-        raise conflict_code(exc, "notebook_exists") from None
-    return json_response(summary(info), 201)
+
+    async def work() -> Response:
+        check_id(notebook_id)
+        body = await read_body(s.CopyRequest)
+        try:
+            info = await context().engine.copy_notebook(notebook_id, body.id, body.name)
+        except Conflict as exc:
+            raise conflict_code(exc, "notebook_exists") from None
+        return json_response(summary(info), 201)
+
+    return await idempotent(f"copy:{notebook_id}", work)
 
 
 @blueprint.post(f"{API}/notebooks/<notebook_id>/copies")
@@ -164,31 +175,41 @@ async def bulk_copy(notebook_id: str) -> Response:
     Answers 200 with one result per target, in order: `created`, `exists` (the id was taken;
     that notebook is left alone) or `error` with the error. 404 if the source is missing.
     """
-    engine = context().engine
-    check_id(notebook_id)
-    body = await read_body(s.CopiesRequest)
-    await engine.info(notebook_id)
-    results: list[dict[str, Any]] = [{} for _ in body.targets]
-    limiter = trio.CapacityLimiter(COPY_CONCURRENCY)
 
-    async def one(index: int, target: s.CopyTarget) -> None:
-        async with limiter:
-            try:
-                await engine.copy_notebook(notebook_id, target.id, target.name)
-                results[index] = {"id": target.id, "status": "created"}
-            except Conflict:
-                results[index] = {"id": target.id, "status": "exists"}
-            except EngineError as exc:
-                results[index] = {
-                    "id": target.id,
-                    "status": "error",
-                    "error": {"code": exc.code, "message": exc.message},
-                }
-
-    async with trio.open_nursery() as nursery:
+    async def work() -> Response:
+        engine = context().engine
+        check_id(notebook_id)
+        body = await read_body(s.CopiesRequest)
+        results: list[dict[str, Any] | None] = [None] * len(body.targets)
+        valid: list[tuple[int, str, str | None]] = []
         for index, target in enumerate(body.targets):
-            nursery.start_soon(one, index, target)
-    return json_response({"results": results})
+            results[index] = refused = _refused_target(target)
+            if refused is None:
+                valid.append((index, target.id, target.name))
+        outcomes = await engine.copy_many(notebook_id, [(t, n) for _, t, n in valid], COPY_CONCURRENCY)
+        for (index, _, _), outcome in zip(valid, outcomes, strict=True):
+            if outcome.status == "error":
+                results[index] = _copy_error(outcome.id, outcome.code or "error", outcome.message or "")
+            else:
+                results[index] = {"id": outcome.id, "status": outcome.status}
+        return json_response({"results": results})
+
+    return await idempotent(f"copies:{notebook_id}", work)
+
+
+def _refused_target(target: s.CopyTarget) -> dict[str, Any] | None:
+    """The `error` result of a target whose id or name is invalid; None for a good one."""
+    if not isinstance(target.id, str) or not ID_RE.fullmatch(target.id):
+        return _copy_error(target.id, "invalid_id", "The id must match [A-Za-z0-9_-]{1,64}.")
+    name = target.name
+    if name is not None and not (isinstance(name, str) and 1 <= len(name) <= 200):
+        return _copy_error(target.id, "invalid_name", "The name must have 1 to 200 characters.")
+    return None
+
+
+def _copy_error(target_id: Any, code: str, message: str) -> dict[str, Any]:
+    shown = target_id if isinstance(target_id, str) else orjson.dumps(target_id).decode()
+    return {"id": shown, "status": "error", "error": {"code": code, "message": message}}
 
 
 @blueprint.get(f"{API}/notebooks/<notebook_id>/history")
@@ -213,7 +234,11 @@ async def history(notebook_id: str, query_args: s.HistoryQuery) -> Response:
 @errors(404)
 async def revert(notebook_id: str) -> Response:
     """Bring head back to a past version's content with new ops (history is kept)."""
-    check_id(notebook_id)
-    body = await read_body(s.RevertRequest)
-    info = await context().engine.revert(notebook_id, body.version, API_USER)
-    return json_response(summary(info))
+
+    async def work() -> Response:
+        check_id(notebook_id)
+        body = await read_body(s.RevertRequest)
+        info = await context().engine.revert(notebook_id, body.version, API_USER)
+        return json_response(summary(info))
+
+    return await idempotent(f"revert:{notebook_id}", work)

@@ -151,8 +151,11 @@ class CopyRequest(_Body):
 
 
 class CopyTarget(_Body):
-    id: NotebookId
-    name: Name | None = None
+    """One target of a bulk copy. Its id and name are checked per target: a bad one gets an
+    `error` result (`invalid_id`, `invalid_name`) and the other targets are still copied."""
+
+    id: Any = Field(default=None, description="Notebook id: `[A-Za-z0-9_-]{1,64}`.")
+    name: Any = Field(default=None, description="Human-readable notebook name (1-200 characters).")
 
 
 class CopiesRequest(_Body):

@@ -24,13 +24,17 @@ async def create_token() -> Response:
     """Mint a signed user token for the embed page (and the page's URL).
 
     Stateless: any host with the same secret accepts it. 404 if the notebook does not exist.
+    The token is bound to this life of the notebook (deleting it and creating another with the
+    same id invalidates it) and carries its issue time (a later kick of the user refuses it).
     """
     ctx = context()
     body = await read_body(s.TokenRequest)
-    await ctx.engine.info(body.notebook)
-    expires = int(time.time()) + body.ttl
     user = body.user.model_dump(exclude_none=True)
-    token = mint_token(ctx.secret, body.notebook, user, body.role, expires)
+    incarnation, issued = await ctx.engine.token_grant(body.notebook, str(user["id"]))
+    expires = int(time.time()) + body.ttl
+    token = mint_token(
+        ctx.secret, body.notebook, user, body.role, expires, incarnation=incarnation, issued=issued
+    )
     base = ctx.public_url.rstrip("/") or request.host_url.rstrip("/")
     return json_response(
         {"token": token, "expires": expires, "embed_url": f"{base}/embed/{body.notebook}#token={token}"},

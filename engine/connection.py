@@ -31,7 +31,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from engine import metrics
-from engine.auth.tokens import TokenError, verify_token
+from engine.auth.tokens import TokenClaims, TokenError, verify_token
 from engine.errors import EngineError, NotFound
 from engine.fanout import FanoutLimits, Peer, PeerClosed
 from engine.gate import drain_and_close
@@ -61,6 +61,7 @@ log = logging.getLogger("agora.sync")
 
 PONG = wsframe.text_frame(encode(Pong()))
 _VERSION_RE = re.compile(r"\A[0-9]{1,15}\Z")
+_REFUSALS = {401: 4401, 403: 4403, 404: 4404}  # engine error status -> close code at connect
 SEND_BUFFER = 64 * 1024  # small, so a stalled reader is noticed in seconds, not minutes
 
 
@@ -166,9 +167,11 @@ async def _wait_writable_draining(sock: socket.socket) -> None:
 
 
 async def serve_sync(
-    sock: socket.socket, head: bytes, room_for: Callable[[str], Any], config: SyncConfig
+    sock: socket.socket, head: bytes, room_for: Callable[[str, TokenClaims], Any], config: SyncConfig
 ) -> None:
-    """Run one sync connection to its end and close its socket. `room_for` is `Engine.room`."""
+    """Run one sync connection to its end and close its socket. `room_for` is `Engine.admit`:
+    the room a verified token may join, or an `EngineError` (404 → 4404, 403 → 4403,
+    401 → 4401, anything else → 1011)."""
     closing: list[memoryview] = []
     try:
         await _serve_sync(sock, head, room_for, config, closing)
@@ -179,7 +182,7 @@ async def serve_sync(
 async def _serve_sync(
     sock: socket.socket,
     head: bytes,
-    room_for: Callable[[str], Any],
+    room_for: Callable[[str, TokenClaims], Any],
     config: SyncConfig,
     closing: list[memoryview],
 ) -> None:
@@ -220,18 +223,22 @@ async def _serve_sync(
         return
     since = int(since_text) if since_text is not None else None
     try:
-        room: Room = await room_for(notebook_id)
+        room: Room = await room_for(notebook_id, claims)
     except NotFound as exc:
         await refuse(4404, "notebook_gone", exc.message)
         return
     except EngineError as exc:  # not_owner: another host took it meanwhile, reconnect (1012)
-        await refuse(1012 if exc.code == "not_owner" else 1011, exc.code, exc.message)
+        close = 1012 if exc.code == "not_owner" else _REFUSALS.get(exc.status, 1011)
+        await refuse(close, exc.code, exc.message)
         return
 
     peer = Peer(sock, config.fanout)
     kernels = config.kernels
     greeting = (lambda: kernels.frame(notebook_id) or b"") if kernels is not None else None
-    member = Member(peer=peer, role=claims.role, client=client, user=dict(claims.user), greeting=greeting)
+    user = dict(claims.user)
+    member = Member(
+        peer=peer, role=claims.role, client=client, user=user, issued=claims.issued, greeting=greeting
+    )
     peer.on_close = lambda _peer: room.detach(member)
     try:
         with peer.cancel_scope:

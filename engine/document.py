@@ -1,9 +1,13 @@
 """The authoritative in-memory notebook of one room: head document, history window, dedupe table.
 
 `Document.submit` is the whole server-side OT step of contract §5/§8, as a pure synchronous
-function of its inputs: dedupe by `(client, seq)`, check the base, transform the op against every
-committed op after its base one at a time, apply, commit. It does no I/O: the room makes the
+function of its inputs: dedupe by `(user, client, seq)`, check the base, transform the op against
+every committed op after its base one at a time, apply, commit. It does no I/O: the room makes the
 committed records durable before anyone sees them.
+
+Everything the document remembers about clients (dedupe entries, last seqs, which user owns a
+client id) is derived from the retained window and dropped with it, so memory stays flat however
+many client ids come and go, and a restart rebuilds exactly the same tables from the log's tail.
 """
 
 from __future__ import annotations
@@ -62,9 +66,12 @@ class Document:
         self.version = version
         self.window = window
         self.history: deque[CommittedOp] = deque()
-        # client -> {seq: v} for every op in `history`; client -> highest seq ever seen here.
-        self._seen: dict[str, dict[int, int]] = {}
-        self._last_seq: dict[str, int] = {}
+        # Keyed by (user, client), only for ops in `history`: {seq: v}, and the highest seq.
+        self._seen: dict[tuple[str, str], dict[int, int]] = {}
+        self._last_seq: dict[tuple[str, str], int] = {}
+        # client id -> the user who used it, for client ids with ops in `history` (contract §8:
+        # a client id belongs to the user who first used it). Server clients (`~…`) are shared.
+        self._owner: dict[str, str] = {}
         for record in tail[-window:]:
             self._remember(record)
 
@@ -84,9 +91,18 @@ class Document:
         start = since - self.oldest_base
         return [self.history[i] for i in range(start, len(self.history))]
 
-    def next_seq(self, client: str) -> int:
-        """The seq a server-side client should use next."""
-        return self._last_seq.get(client, 0) + 1
+    def next_seq(self, client: str, user: str) -> int:
+        """The seq a server-side client should use next for `user`."""
+        return self._last_seq.get((user, client), 0) + 1
+
+    def owner(self, client: str) -> str | None:
+        """The user whose ops under `client` are in the retained window, if any."""
+        return self._owner.get(client)
+
+    @property
+    def dedupe_entries(self) -> int:
+        """How many (user, client) keys the dedupe tables hold (at most the window's op count)."""
+        return len(self._last_seq)
 
     # -- the OT step -----------------------------------------------------------------------
 
@@ -95,13 +111,20 @@ class Document:
     ) -> CommittedOp | Duplicate:
         """Commit `op` made against version `base`, or return `Duplicate` for a resubmit.
 
-        Raises `Rejected` (and changes nothing) for a bad seq, a base outside the window, an op
-        naming cells its author could not have seen at `base`, an op invalid at head, or one
-        that would grow the content past `max_bytes` (`notebook_too_large`).
+        Raises `Rejected` (and changes nothing) for a client id that another user's retained
+        ops hold (`client_taken`), a bad seq, a base outside the window, an op naming cells its
+        author could not have seen at `base`, an op invalid at head, or one that would grow the
+        content past `max_bytes` (`notebook_too_large`). A resubmit whose original left the
+        window is refused as `base_too_old` (its base is older than the window too), never
+        committed twice.
         """
-        last = self._last_seq.get(client)
+        owner = self._owner.get(client)
+        if owner is not None and owner != user:
+            raise Rejected("client_taken", f"client id {client!r} belongs to another user; reconnect")
+        key = (user, client)
+        last = self._last_seq.get(key)
         if last is not None and seq <= last:
-            v = self._seen.get(client, {}).get(seq)
+            v = self._seen.get(key, {}).get(seq)
             if v is None:
                 raise Rejected("base_too_old", f"op {client}/{seq} is older than the server's window; resync")
             return Duplicate(v)
@@ -121,7 +144,7 @@ class Document:
         others_seen = False
         for i in range(base - self.oldest_base, len(self.history)):
             committed = self.history[i]
-            if committed.client == client:
+            if committed.client == client and committed.user == user:
                 # A pipelined op: the author made `op` on top of its own earlier op, so that op
                 # is already in its context. That holds only while nobody else's op came first.
                 if others_seen:
@@ -151,20 +174,31 @@ class Document:
 
     def commit_local(self, op: list[Component], client: str, user: str, now_ms: int) -> CommittedOp:
         """Commit a server-made op at head (HTTP replace/revert, kernel output). Raises `Rejected`."""
-        result = self.submit(op, self.version, client, self.next_seq(client), user, now_ms)
+        result = self.submit(op, self.version, client, self.next_seq(client, user), user, now_ms)
         assert isinstance(result, CommittedOp)
         return result
 
     def _remember(self, record: CommittedOp) -> None:
         self.history.append(record)
-        self._seen.setdefault(record.client, {})[record.seq] = record.v
-        if record.seq > self._last_seq.get(record.client, 0):
-            self._last_seq[record.client] = record.seq
+        key = (record.user, record.client)
+        self._seen.setdefault(key, {})[record.seq] = record.v
+        if record.seq > self._last_seq.get(key, 0):
+            self._last_seq[key] = record.seq
+        if not record.client.startswith("~"):
+            self._owner.setdefault(record.client, record.user)
         while len(self.history) > self.window:
-            old = self.history.popleft()
-            seqs = self._seen.get(old.client)
-            if seqs is not None:
-                seqs.pop(old.seq, None)
-                if not seqs:
-                    del self._seen[old.client]
+            self._forget(self.history.popleft())
         self.version = record.v
+
+    def _forget(self, old: CommittedOp) -> None:
+        """Drop what the window remembered of `old`; a client with no op left is forgotten."""
+        key = (old.user, old.client)
+        seqs = self._seen.get(key)
+        if seqs is None:
+            return
+        seqs.pop(old.seq, None)
+        if not seqs:
+            del self._seen[key]
+            self._last_seq.pop(key, None)
+            if self._owner.get(old.client) == old.user:
+                del self._owner[old.client]

@@ -17,9 +17,12 @@ from typing import Any
 
 import trio
 
+from engine.access import Access
+from engine.auth.tokens import TokenClaims
 from engine.diff import diff_notebooks
 from engine.document import API_CLIENT, Document, Rejected
-from engine.errors import Conflict, Invalid, NotFound, TooLarge, Unavailable
+from engine.errors import Conflict, EngineError, Invalid, NotFound, TooLarge, Unavailable
+from engine.idempotency import Idempotency
 from engine.ot.model import Notebook
 from engine.records import CommittedOp
 from engine.registry import Registry
@@ -39,6 +42,17 @@ class EditorSession:
     client: str
     user: dict[str, Any]  # {"id","name","color"?}
     cursor: dict[str, Any] | None  # {"cell","anchor","head"} or None
+
+
+@dataclass(slots=True)
+class CopyOutcome:
+    """One target of a bulk copy: `created` (from source `version`), `exists` or `error`."""
+
+    id: str
+    status: str
+    code: str | None = None
+    message: str | None = None
+    version: int | None = None
 
 
 @dataclass(slots=True)
@@ -88,6 +102,8 @@ class Engine:
         self.storage = storage
         self.config = config or RoomConfig()
         self.registry = Registry(storage, self.config)
+        self.access = Access(storage, self.registry)
+        self.idempotency = Idempotency(storage)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; on the way out every room is flushed and closed."""
@@ -96,6 +112,18 @@ class Engine:
     async def room(self, notebook_id: str) -> Room:
         """The notebook's room, opened if needed. `NotFound`, `Unavailable`."""
         return await self.registry.get(notebook_id)
+
+    async def admit(self, notebook_id: str, claims: TokenClaims) -> Room:
+        """The room a verified user token may join (see `engine.access`). `NotFound` (gone),
+        `StaleToken` (minted for an earlier notebook with this id), `Forbidden` (kicked)."""
+        with _storage_errors():
+            return await self.access.admit(notebook_id, claims)
+
+    async def token_grant(self, notebook_id: str, user_id: str) -> tuple[str, int]:
+        """(incarnation, issue time in epoch ms) for a token minted now. `NotFound`."""
+        info = await self.info(notebook_id)
+        with _storage_errors():
+            return info.incarnation, await self.access.issue_time(notebook_id, info.incarnation, user_id)
 
     # -- notebooks -------------------------------------------------------------------------
 
@@ -108,7 +136,14 @@ class Engine:
         now = _now_ms()
         for _ in range(5):
             nid = notebook_id or secrets.token_urlsafe(12)
-            info = NotebookInfo(id=nid, name=name or nid, created=now, updated=now, version=0)
+            info = NotebookInfo(
+                id=nid,
+                name=name or nid,
+                created=now,
+                updated=now,
+                version=0,
+                incarnation=secrets.token_urlsafe(12),
+            )
             try:
                 with _storage_errors():
                     await self.storage.create(info, notebook)
@@ -200,28 +235,58 @@ class Engine:
         return await self._commit_diff(notebook_id, target, None, user)
 
     async def delete_notebook(self, notebook_id: str) -> None:
-        """Delete; connected clients are closed with 4404. `NotFound`."""
-        self.registry.deleting.add(notebook_id)
-        try:
-            room = self.registry.rooms.get(notebook_id)
-            if room is not None:
-                room.deleted = True
-                room.stop(4404, "the notebook was deleted")
-                await room.closed.wait()
+        """Delete; connected clients are closed with 4404. `NotFound`.
+
+        Exclusive with opening the notebook (see `Registry.delete`): no room can open on it
+        while it is being deleted, so nothing is acknowledged into a deleted notebook.
+        """
+
+        async def remove() -> None:
             try:
                 await self.storage.delete(notebook_id)
             except NotebookNotFound:
                 raise NotFound(
                     f"notebook {notebook_id!r} does not exist", code="notebook_not_found"
                 ) from None
-        finally:
-            self.registry.deleting.discard(notebook_id)
+
+        with _storage_errors():
+            await self.registry.delete(notebook_id, remove)
 
     async def copy_notebook(self, source_id: str, target_id: str | None, name: str | None) -> NotebookInfo:
         """New notebook whose version-0 content is source's head content. `NotFound`, `Conflict`."""
         source = await self.info(source_id)
         notebook, _ = await self.content(source_id)
         return await self.create_notebook(target_id, name or source.name, fresh_copy(notebook))
+
+    async def copy_many(
+        self, source_id: str, targets: list[tuple[str, str | None]], concurrency: int = 8
+    ) -> list[CopyOutcome]:
+        """Copy source's head to every `(id, name)` target; one outcome per target, in order.
+
+        The source is read once, so every target gets the same version. A target whose id is
+        taken is `exists` (left alone); any other failure is that target's `error`, never the
+        batch's. `NotFound` only when the source is missing.
+        """
+        source = await self.info(source_id)
+        notebook, version = await self.content(source_id)
+        content = fresh_copy(notebook)
+        outcomes: list[CopyOutcome] = [CopyOutcome(t[0], "error") for t in targets]
+        limiter = trio.CapacityLimiter(concurrency)
+
+        async def one(index: int, target_id: str, name: str | None) -> None:
+            async with limiter:
+                try:
+                    await self.create_notebook(target_id, name or source.name, content)
+                    outcomes[index] = CopyOutcome(target_id, "created", version=version)
+                except Conflict:
+                    outcomes[index] = CopyOutcome(target_id, "exists")
+                except EngineError as exc:
+                    outcomes[index] = CopyOutcome(target_id, "error", exc.code, exc.message)
+
+        async with trio.open_nursery() as nursery:
+            for index, (target_id, name) in enumerate(targets):
+                nursery.start_soon(one, index, target_id, name)
+        return outcomes
 
     async def history(self, notebook_id: str, since: int, limit: int) -> list[CommittedOp]:
         """Committed ops with v > since, oldest first, at most limit."""
@@ -244,11 +309,8 @@ class Engine:
         )
 
     async def kick(self, notebook_id: str, user_id: str) -> int:
-        """Close that user's connections to the notebook with 4403; returns how many."""
-        await self.info(notebook_id)
-        room = self.registry.get_open(notebook_id)
-        if room is None:
-            return 0
-        return room.close_members(
-            4403, "disconnected by the platform", lambda m: str(m.user.get("id")) == user_id
-        )
+        """Close that user's connections to the notebook with 4403 and refuse every token of
+        theirs issued until now (kept in the store); returns how many connections closed."""
+        info = await self.info(notebook_id)
+        with _storage_errors():
+            return await self.access.kick(notebook_id, info.incarnation, user_id)

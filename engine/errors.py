@@ -25,6 +25,20 @@ class NotFound(EngineError):
     code = "not_found"
 
 
+class Forbidden(EngineError):
+    """The caller may not do this (a kicked user's old token, a token of another life). HTTP 403."""
+
+    status = 403
+    code = "forbidden"
+
+
+class StaleToken(EngineError):
+    """A valid token that no longer opens anything (minted for an earlier notebook). HTTP 401."""
+
+    status = 401
+    code = "token_stale"
+
+
 class Conflict(EngineError):
     status = 409
     code = "conflict"

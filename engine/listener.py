@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from engine.framing import bad_request_response, framing_error, guard_h11
+
 if TYPE_CHECKING:  # the gate builds on this module's streams
     from engine.gate import Gate
 
@@ -91,6 +93,34 @@ async def read_head(sock: socket.socket) -> bytes | None:
     return None
 
 
+async def refuse_head(sock: socket.socket, response: bytes) -> None:
+    """Send `response`, half-close, and drain what the client still sends (bounded time) so the
+    close does not reset the connection before the response is read; the caller closes."""
+    view = memoryview(response)
+    with trio.move_on_after(2):
+        while view:
+            await trio.lowlevel.wait_writable(sock)
+            try:
+                view = view[sock.send(view) :]
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                if not sock.recv(65536):
+                    return
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return
+
+
 def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
     """A non-blocking listening socket (SO_REUSEADDR; IPv6 when `host` says so)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -118,12 +148,17 @@ async def serve(
     screened (`engine.gate`) before anything else is read.
     """
 
+    guard_h11()  # later requests on a kept-alive connection are framed by h11: same refusal
+
     async def handle(conn: socket.socket) -> None:
         handed_off = False
         admitted = gate.enter() if gate is not None else True
         try:
             head = await read_head(conn)
             if head is None:
+                return
+            if (why := framing_error(head)) is not None:  # request smuggling: 400 and close
+                await refuse_head(conn, bad_request_response(why))
                 return
             handed_off = True  # from here on the handler owns (and closes) the socket
             if gate is not None:

@@ -16,8 +16,10 @@ class Member:
 
     peer: Peer
     role: str  # "viewer" | "editor"
-    client: str
+    client: str  # the room may replace a requested id that another user holds (see Room.join)
     user: dict[str, Any]
+    issued: int = 0  # epoch ms its token was minted: a kick of the user at or after it refuses it
+    holds_client: bool = False  # counted in the room's client holders (set and cleared by the room)
     # Frames sent right after the welcome, computed then (e.g. the current `kernel` frame).
     greeting: Callable[[], bytes] | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -23,7 +24,7 @@ class Registry:
         self.config = config
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, trio.Event] = {}
-        self.deleting: set[str] = set()  # ids being deleted: never reopened meanwhile
+        self._deleting: dict[str, int] = {}  # id -> deletions under way: no room opens meanwhile
         self._nursery: trio.Nursery | None = None
         self._accepting = True
 
@@ -55,7 +56,7 @@ class Registry:
     async def get(self, notebook_id: str) -> Room:
         """The notebook's room, opening (recovering) it if needed. `NotFound`, `Unavailable`."""
         while True:
-            if notebook_id in self.deleting:
+            if self._deleting.get(notebook_id):
                 raise NotFound(f"notebook {notebook_id!r} does not exist", code="notebook_not_found")
             room = self.rooms.get(notebook_id)
             if room is not None:
@@ -75,6 +76,30 @@ class Registry:
             finally:
                 del self._opening[notebook_id]
                 event.set()
+
+    async def delete(self, notebook_id: str, remove: Callable[[], Awaitable[None]]) -> None:
+        """Run `remove()` (which deletes the stored notebook) while no room is open for the id.
+
+        Exclusive with opening: from the call on, `get` refuses the id (`NotFound`); a room
+        being opened is waited for, and an open room is stopped (members get 4404) and waited
+        for, before `remove` runs. So a room never opens on a notebook being deleted.
+        """
+        self._deleting[notebook_id] = self._deleting.get(notebook_id, 0) + 1
+        try:
+            while (opening := self._opening.get(notebook_id)) is not None:
+                await opening.wait()
+            room = self.rooms.get(notebook_id)
+            if room is not None:
+                room.deleted = True
+                room.stop(4404, "the notebook was deleted")
+                await room.closed.wait()
+            await remove()
+        finally:
+            left = self._deleting[notebook_id] - 1
+            if left:
+                self._deleting[notebook_id] = left
+            else:
+                del self._deleting[notebook_id]
 
     async def _open(self, notebook_id: str) -> Room:
         assert self._nursery is not None

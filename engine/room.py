@@ -11,6 +11,7 @@ coalescing and broadcasting frames (`engine.broadcaster`), welcomes at frame bou
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -65,7 +66,9 @@ class _Submit:
 @dataclass(slots=True)
 class _Call:
     fn: Callable[[Document], Any]
-    done: trio.Event = field(default_factory=trio.Event)
+    taken: trio.Event = field(default_factory=trio.Event)  # the room ran it, or refused it
+    done: trio.Event = field(default_factory=trio.Event)  # its answer is ready (and durable)
+    abandoned: bool = False  # the caller gave up before the room took it: never run it
     result: Any = None
     error: BaseException | None = None
 
@@ -115,6 +118,10 @@ class Room:
         self._wait_scope: trio.CancelScope | None = None
         self._close_code = 1001
         self._close_reason = "server shutting down"
+        # user id -> epoch ms of the newest kick: tokens issued up to then are refused at join
+        self.kicked: dict[str, int] = {}
+        # client id -> [user id, how many members or pending joins use it] (contract §8)
+        self._holders: dict[str, list[Any]] = {}
 
     @property
     def frames(self) -> FrameLog:
@@ -137,23 +144,80 @@ class Room:
         await self._send(_Submit(member, seq, base, op))
 
     async def join(self, member: Member, since: int | None) -> None:
-        """Queue a join; the welcome goes out at the next frame boundary."""
+        """Queue a join; the welcome goes out at the next frame boundary.
+
+        When the room takes the join, a member whose token was issued at or before a kick of its
+        user is closed with 4403, and a requested client id that another user holds (retained
+        ops, or another connection) is replaced by a fresh one, which the welcome carries.
+        """
         await self._send(Join(member, since))
 
     async def call(self, fn: Callable[[Document], T]) -> T:
-        """Run `fn(document)` in the room task; returns once whatever it committed is durable."""
+        """Run `fn(document)` in the room task; returns once whatever it committed is durable.
+
+        `config.call_timeout` bounds the wait to enter the inbox and for the room to take the
+        call: a call that times out (or is cancelled) before the room takes it never runs, and
+        the caller gets `Unavailable` code `timeout`. Once taken, the caller waits for the
+        answer, so a call is never reported failed while it may still take effect.
+        """
         item = _Call(fn)
-        await self._send(item)
-        with trio.move_on_after(self.config.call_timeout):
-            await item.done.wait()
-        if not item.done.is_set():
-            raise Unavailable("the notebook did not answer in time", code="timeout")
+        try:
+            with trio.move_on_after(self.config.call_timeout):
+                await self._send(item)
+                await item.taken.wait()
+        finally:
+            if not item.taken.is_set():
+                item.abandoned = True
+        if not item.taken.is_set():
+            raise Unavailable("the notebook did not answer in time; nothing was changed", code="timeout")
+        await item.done.wait()
         if item.error is not None:
             raise item.error
         return item.result  # type: ignore[no-any-return]
 
+    def kick(self, user_id: str, at: int) -> int:
+        """Refuse `user_id`'s tokens issued at or before `at` (epoch ms) from now on, and close
+        that user's connections (members and pending joins) with 4403. Returns how many."""
+        self.kicked[user_id] = max(at, self.kicked.get(user_id, 0))
+        reason = "disconnected by the platform"
+        pending = [j for j in self.joins.pending if str(j.member.user.get("id")) == user_id]
+        for join in pending:
+            self.joins.pending.remove(join)
+            close_member(join.member, 4403, reason)
+        return len(pending) + self.close_members(4403, reason, lambda m: str(m.user.get("id")) == user_id)
+
+    def _admit(self, member: Member) -> bool:
+        """Decide a join in the room task: refuse a kicked token, give a borrowed client id a
+        fresh one. Returns whether the join goes ahead."""
+        user = str(member.user["id"])
+        kicked = self.kicked.get(user)
+        if kicked is not None and member.issued <= kicked:
+            close_member(member, 4403, "disconnected by the platform")
+            return False
+        while self._held_by_other(member.client, user):
+            member.client = secrets.token_urlsafe(12)
+        holder = self._holders.setdefault(member.client, [user, 0])
+        holder[1] += 1
+        member.holds_client = True
+        return True
+
+    def _held_by_other(self, client: str, user: str) -> bool:
+        owner = self.doc.owner(client)
+        holder = self._holders.get(client)
+        return (owner is not None and owner != user) or (holder is not None and holder[0] != user)
+
+    def _release(self, member: Member) -> None:
+        if member.holds_client:
+            member.holds_client = False
+            holder = self._holders.get(member.client)
+            if holder is not None:
+                holder[1] -= 1
+                if holder[1] <= 0:
+                    del self._holders[member.client]
+
     def detach(self, member: Member) -> None:
         """Forget a member whose connection ended (synchronous, idempotent)."""
+        self._release(member)
         if self.members.pop(id(member), None) is not None:
             self.presence.leave(id(member), member.role)
             metrics.CONNECTIONS.labels(member.role).dec()
@@ -268,8 +332,12 @@ class Room:
             if isinstance(item, _Submit):
                 self._apply_submit(item, now_ms, after_durable)
             elif isinstance(item, Join):
-                self.joins.pending.append(item)
+                if self._admit(item.member):
+                    self.joins.pending.append(item)
+            elif item.abandoned:
+                continue  # its caller was told it timed out: it must never take effect
             else:
+                item.taken.set()
                 try:
                     item.result = item.fn(self.doc)
                 except BaseException as exc:  # handed back to the caller, raised there
@@ -334,6 +402,7 @@ class Room:
                 break
             if isinstance(item, _Call):
                 item.error = Unavailable(f"notebook {self.id} is closing; retry", code="closing")
+                item.taken.set()
                 item.done.set()
             else:
                 item.member.peer.close(self._close_code, self._close_reason)

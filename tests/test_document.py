@@ -151,3 +151,59 @@ def test_diff_is_empty_when_nothing_changed_and_is_an_ordinary_commit() -> None:
     doc = Document(head, 0, [])
     record = doc.commit_local(diff_notebooks(head, notebook("a", "c")), API_CLIENT, "api", 1)
     assert record.v == 1 and doc.notebook.cells["c1"].source == "c"
+
+
+# -- client ids belong to one user; the tables are bounded by the window ------------------------
+
+
+def test_a_client_id_belongs_to_the_user_who_used_it_first() -> None:
+    doc = Document(notebook(""), 0, [])
+    a1 = doc.submit(text("c0", "A1|"), 0, "shared", 1, "alice", 1)
+    assert not isinstance(a1, Duplicate)
+    with pytest.raises(Rejected) as info:  # bob borrows alice's client id: refused, not committed
+        doc.submit(text("c0", "B2|"), 1, "shared", 2, "bob", 2)
+    assert info.value.code == "client_taken"
+    a2 = doc.submit(text("c0", 3, "A2|"), 1, "shared", 2, "alice", 3)
+    assert not isinstance(a2, Duplicate) and a2.v == 2  # applied, never a stolen ack
+    assert doc.notebook.cells["c0"].source == "A1|A2|"
+    # The ownership is rebuilt from the retained tail after a restart.
+    again = Document(doc.notebook, doc.version, list(doc.history))
+    assert again.owner("shared") == "alice"
+    with pytest.raises(Rejected):
+        again.submit(text("c0", "B"), 2, "shared", 3, "bob", 4)
+
+
+def test_server_clients_are_deduped_per_user() -> None:
+    doc = Document(notebook(""), 0, [])
+    doc.commit_local(text("c0", "k"), "~kernel", "alice", 1)
+    doc.commit_local(text("c0", "k"), "~kernel", "bob", 2)
+    assert doc.next_seq("~kernel", "alice") == 2 and doc.next_seq("~kernel", "bob") == 2
+    assert doc.owner("~kernel") is None
+
+
+def test_dedupe_tables_stay_bounded_by_the_window() -> None:
+    import tracemalloc
+
+    window = 1000
+    doc = Document(notebook(""), 0, [], window=window)
+    op = [{"t": "meta_set", "id": None, "key": "k", "value": 1}]
+
+    def connections(start: int, stop: int) -> None:
+        for i in range(start, stop):  # one fresh client id per connection, one op each
+            doc.submit(op, doc.version, f"client{i}", 1, f"user{i % 50}", i)
+
+    connections(0, 20_000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        connections(20_000, 100_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 1_000_000, f"memory grew by {grown} bytes over 80,000 client ids"
+    assert doc.dedupe_entries <= window
+    assert doc.owner("client0") is None and doc.owner("client99999") == "user49"
+    # A resubmit of an op that left the window is refused, never applied twice.
+    with pytest.raises(Rejected) as info:
+        doc.submit(op, 5, "client5", 1, "user5", 1)
+    assert info.value.code == "base_too_old"

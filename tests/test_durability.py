@@ -50,7 +50,7 @@ async def _hammer(
                 length = len(c.notebook.cells[cell].source)
                 await c.submit([{"t": "text", "id": cell, "ops": [length, marker] if length else [marker]}])
                 sent[c.seq] = marker
-                with trio.move_on_after(0.5):
+                with trio.move_on_after(5):  # until the ack, or the kill ends the connection
                     while c.inflight is not None:
                         await c.pump()
                 if c.inflight is None:

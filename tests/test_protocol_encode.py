@@ -121,18 +121,33 @@ def test_op_entry_order_and_extra_keys() -> None:
         encode_op_entry({"v": 1})
 
 
-def test_fast_paths_match_encode_byte_for_byte() -> None:
-    entries = [ENTRY, {**ENTRY, "v": 4, "seq": 3}]
+def test_fast_paths_match_an_independent_encoding_byte_for_byte() -> None:
+    """The broadcast fast paths against plain `orjson.dumps` of the message dict (not `encode`,
+    which is built on the same fast paths and so could not disagree with them)."""
+    entries = [
+        ENTRY,
+        {**ENTRY, "v": 4, "seq": 3},
+        {**ENTRY, "v": 5, "op": [{"t": "text", "id": "c1", "ops": ['😀\n"x"']}]},
+    ]
     encoded = [encode_op_entry(e) for e in entries]
-    assert ops_frame_payload(encoded) == encode(Ops(entries))
-    assert ops_frame_payload([]) == b'{"type":"ops","ops":[]}'
-    assert json.loads(ops_frame_payload(encoded)) == {"type": "ops", "ops": entries}
-    assert welcome_payload_with_doc("k1", "editor", USER, 9, orjson.dumps(DOC)) == encode(
-        Welcome("k1", "editor", USER, 9, notebook=DOC)
-    )
-    assert welcome_payload_with_ops("k1", "viewer", USER, 9, encoded) == encode(
-        Welcome("k1", "viewer", USER, 9, ops=entries)
-    )
+    assert encoded == [orjson.dumps(e) for e in entries]
+    assert ops_frame_payload(encoded) == orjson.dumps({"type": "ops", "ops": entries})
+    assert ops_frame_payload([]) == orjson.dumps({"type": "ops", "ops": []})
+    for user in (USER, {"id": 'é"\\', "name": "学生 🎓"}):
+        welcome_doc = {"type": "welcome", "client": "k1", "role": "editor", "user": user, "version": 9}
+        assert welcome_payload_with_doc("k1", "editor", user, 9, orjson.dumps(DOC)) == orjson.dumps(
+            {**welcome_doc, "notebook": DOC}
+        )
+        welcome_ops = {"type": "welcome", "client": "k1", "role": "viewer", "user": user, "version": 9}
+        assert welcome_payload_with_ops("k1", "viewer", user, 9, encoded) == orjson.dumps(
+            {**welcome_ops, "ops": entries}
+        )
+        assert welcome_payload_with_ops("k1", "viewer", user, 9, []) == orjson.dumps(
+            {**welcome_ops, "ops": []}
+        )
+    # And `encode` agrees with the independent encoding too.
+    assert encode(Ops(entries)) == orjson.dumps({"type": "ops", "ops": entries})
+    assert encode(Ack(2, 3)) == orjson.dumps({"type": "ack", "seq": 2, "v": 3})
 
 
 def test_reject_and_error_from_protocol_errors() -> None:

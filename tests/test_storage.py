@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,53 @@ async def append_in_batches(store: Any, ops: list[CommittedOp], seed: int = 1) -
 
 
 # -- the data dir ----------------------------------------------------------------------------------
+
+
+async def test_incarnation_is_kept_and_survives_reopen(make_storage: Factory) -> None:
+    storage = make_storage()
+    await storage.create(NotebookInfo(id="a", name="A", created=7, updated=7, incarnation="xyz"), Notebook())
+    await storage.create(NotebookInfo(id="b", name="B", created=9, updated=9), Notebook())
+    storage = make_storage()
+    assert (await storage.info("a")).incarnation == "xyz"
+    assert (await storage.info("b")).incarnation == "c9"  # none given: derived from created
+    await storage.update_info(NotebookInfo(id="a", name="A2", created=7, updated=8, incarnation="xyz"))
+    assert [i.incarnation for i in await storage.list(None, 5)] == ["xyz", "c9"]
+
+
+async def test_info_written_before_incarnations_gets_a_stable_one(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path / "data")
+    await storage.create(info("old"), Notebook())
+    path = tmp_path / "data" / "notebooks" / "old" / "info.json"
+    path.write_bytes(b'{"id":"old","name":"Old","created":1234,"updated":1234,"version":0}')
+    first = (await FileStorage(tmp_path / "data").info("old")).incarnation
+    assert first == (await FileStorage(tmp_path / "data").info("old")).incarnation == "c1234"
+
+
+async def test_records_expire_replace_and_survive_reopen(make_storage: Factory) -> None:
+    t = int(time.time() * 1000) + 3_600_000  # in the future, so a reopen's sweep keeps them
+    storage = make_storage()
+    assert await storage.get_record("k", t) is None
+    await storage.put_record("k", b"one", t + 1000)
+    await storage.put_record("kick:nb:\u00e9:user/1", b"", t + 5000)
+    await storage.put_record("gone", b"x", t + 50)
+    storage = make_storage()
+    assert await storage.get_record("k", t + 999) == b"one"
+    assert await storage.get_record("k", t + 1000) is None  # expired at its expiry
+    assert await storage.get_record("kick:nb:\u00e9:user/1", t + 100) == b""
+    assert await storage.get_record("gone", t + 100) is None
+    await storage.put_record("k", b"two", t + 2000)
+    assert await storage.get_record("k", t + 1500) == b"two"
+    with pytest.raises(StorageError) as err:
+        await storage.put_record("x" * 1025, b"", t)
+    assert err.value.code == "invalid_record"
+
+
+async def test_expired_record_files_are_swept(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path / "data")
+    await storage.put_record("old", b"x", 1)  # long expired
+    await storage.put_record("new", b"y", 1 << 60)
+    FileStorage(tmp_path / "data")  # a restart sweeps
+    assert len(list((tmp_path / "data" / "records").iterdir())) == 1
 
 
 async def test_create_info_list_update_delete(make_storage: Factory) -> None:

@@ -6,8 +6,11 @@ in a query string or a URL fragment)::
     v1.<payload>.<signature>
 
 - `payload` is base64url of the canonical JSON encoding of the claims
-  `{"e": expires, "n": notebook, "r": role, "u": {"id", "name", "color"?}}` (keys sorted, no
-  whitespace, UTF-8), so the same claims always give the same token.
+  `{"e": expires, "g": incarnation, "i": issued, "n": notebook, "r": role,
+  "u": {"id", "name", "color"?}}` (keys sorted, no whitespace, UTF-8), so the same claims always
+  give the same token. `issued` is the minting time in epoch milliseconds (a kick refuses the
+  user's tokens issued up to it); `incarnation` names the life of the notebook the token was
+  minted for (a notebook deleted and created again has another one, so old tokens stop working).
 - `signature` is base64url of HMAC-SHA256(secret, b"agora-token.v1." + payload-as-sent).
 
 Verification checks the signature over the bytes exactly as received before parsing anything, and
@@ -20,7 +23,7 @@ default). `expires` itself is what the API reports, so a platform refreshing a t
 `expires` never sees a valid token refused.
 
 Size: ids are capped at 256 characters, the user's name at 200 and the color at 32, so the longest
-possible token is about 1.4 KB, far below any URL limit.
+possible token is about 2.1 KB, far below any URL limit (nginx allows 8 KB by default).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ MAX_NOTEBOOK_ID = 256
 MAX_USER_ID = 256
 MAX_USER_NAME = 200
 MAX_COLOR = 32
+MAX_INCARNATION = 64
 # Anything longer cannot be a token we minted; refuse before decoding.
 MAX_TOKEN_LENGTH = 4096
 _B64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -65,6 +69,8 @@ class TokenClaims:
     user: dict[str, str]  # {"id", "name", "color"?}
     role: Role
     expires: int  # epoch seconds
+    issued: int = 0  # epoch milliseconds; 0 for a token minted before tokens carried it
+    incarnation: str = ""  # the notebook's incarnation; "" for a token minted before it existed
 
 
 def _b64encode(data: bytes) -> str:
@@ -104,8 +110,18 @@ def _signature(secret: bytes, payload: str) -> bytes:
     return hmac.new(secret, _DOMAIN + payload.encode("ascii"), hashlib.sha256).digest()
 
 
-def mint_token(secret: bytes, notebook: str, user: dict[str, Any], role: str, expires: int) -> str:
-    """Sign a token for `user` on `notebook` with `role`, valid until `expires` (epoch seconds).
+def mint_token(
+    secret: bytes,
+    notebook: str,
+    user: dict[str, Any],
+    role: str,
+    expires: int,
+    *,
+    incarnation: str,
+    issued: int,
+) -> str:
+    """Sign a token for `user` on `notebook` with `role`, valid until `expires` (epoch seconds),
+    for the notebook's `incarnation`, issued at `issued` (epoch milliseconds).
 
     Raises `ValueError` for claims that could never verify (empty secret, unknown role, a user
     without a string id, over-long fields); the HTTP layer validates its input before calling.
@@ -118,7 +134,18 @@ def mint_token(secret: bytes, notebook: str, user: dict[str, Any], role: str, ex
         raise ValueError("role must be 'viewer' or 'editor'")
     if isinstance(expires, bool) or not isinstance(expires, int):
         raise ValueError("expires must be an integer (epoch seconds)")
-    claims = {"e": expires, "n": notebook, "r": role, "u": _check_user(user)}
+    if isinstance(issued, bool) or not isinstance(issued, int) or issued < 0:
+        raise ValueError("issued must be a non-negative integer (epoch milliseconds)")
+    if not isinstance(incarnation, str) or not 1 <= len(incarnation) <= MAX_INCARNATION:
+        raise ValueError(f"incarnation must be a string of 1 to {MAX_INCARNATION} characters")
+    claims = {
+        "e": expires,
+        "g": incarnation,
+        "i": issued,
+        "n": notebook,
+        "r": role,
+        "u": _check_user(user),
+    }
     canonical = json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     payload = _b64encode(canonical.encode("utf-8"))
     return f"{VERSION}.{payload}.{_b64encode(_signature(secret, payload))}"
@@ -157,9 +184,19 @@ def verify_token(secret: bytes, token: str, *, now: float, leeway: float = 30) -
             raise ValueError("bad notebook or role")
         if isinstance(expires, bool) or not isinstance(expires, int):
             raise ValueError("bad expiry")
+        issued, incarnation = claims.get("i", 0), claims.get("g", "")
+        if isinstance(issued, bool) or not isinstance(issued, int) or not isinstance(incarnation, str):
+            raise ValueError("bad issue time or incarnation")
         user = _check_user(claims["u"])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise TokenError("token_malformed", "The token's claims are not readable.") from None
     if now > expires + leeway:
         raise TokenError("token_expired", "The token has expired.")
-    return TokenClaims(notebook=notebook, user=user, role=cast(Role, role), expires=expires)
+    return TokenClaims(
+        notebook=notebook,
+        user=user,
+        role=cast(Role, role),
+        expires=expires,
+        issued=issued,
+        incarnation=incarnation,
+    )

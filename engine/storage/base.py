@@ -23,9 +23,9 @@ class StorageError(Exception):
     do not serve the notebook), `version_not_found` (out of range, or trimmed by retention),
     `notebook_not_found`, `notebook_exists`, `already_open`, `closed`, `bad_append` (versions
     not consecutive after the head), `bad_snapshot` (snapshot past the durable head),
-    `snapshot_corrupt`, `info_corrupt`, `invalid_id`; shared stores (PostgreSQL) add `not_owner`
-    (another host owns the notebook, or took it over: the room must close with 1012) and
-    `store_unavailable` (the database cannot be reached).
+    `snapshot_corrupt`, `info_corrupt`, `invalid_id`, `invalid_record`; shared stores
+    (PostgreSQL) add `not_owner` (another host owns the notebook, or took it over: the room must
+    close with 1012) and `store_unavailable` (the database cannot be reached).
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -49,15 +49,31 @@ class NotebookExists(StorageError):
         super().__init__("notebook_exists", f"notebook {notebook_id!r} already exists")
 
 
+def derived_incarnation(created: int) -> str:
+    """The incarnation of a notebook stored before incarnations existed: stable, from `created`."""
+    return f"c{created}"
+
+
 @dataclass(slots=True)
 class NotebookInfo:
-    """What the summary shows; kept in the notebook's metadata file."""
+    """What the summary shows; kept in the notebook's metadata file.
+
+    `incarnation` names this life of the notebook id: a random string chosen at creation and never
+    changed, so a notebook deleted and created again with the same id has a different one (user
+    tokens are bound to it). Stores that hold none (data written before it existed) answer
+    `derived_incarnation(created)`, which the empty default also becomes.
+    """
 
     id: str
     name: str
     created: int  # epoch milliseconds
     updated: int  # epoch milliseconds (last committed op, or creation)
     version: int = 0
+    incarnation: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.incarnation:
+            self.incarnation = derived_incarnation(self.created)
 
 
 @dataclass(slots=True)
@@ -137,3 +153,33 @@ class Storage(Protocol):
     async def owner_elsewhere(self, notebook_id: str) -> bool:
         """Whether another live host has the notebook open (always False for one host)."""
         ...
+
+    # -- records: small values with an expiry (kick times, idempotent answers) ------------------
+    #
+    # A key-value table beside the notebooks, independent of them (deleting a notebook leaves
+    # its records; they expire). Keys are strings of at most `MAX_RECORD_KEY` characters (any
+    # Unicode; callers namespace them, e.g. `kick:<notebook>:<incarnation>:<user>`), values are
+    # bytes of at most `MAX_RECORD_VALUE`. On SQL: one table (key TEXT PRIMARY KEY, value BYTEA,
+    # expires BIGINT), an upsert and a point select; expired rows may be deleted at any time.
+
+    async def put_record(self, key: str, value: bytes, expires: int) -> None:
+        """Store `value` under `key` until `expires` (epoch milliseconds), replacing any earlier
+        value. Durable when this returns (it survives a restart). `StorageError("invalid_record")`
+        for an over-long key or value; `storage_failed` on a disk error."""
+        ...
+
+    async def get_record(self, key: str, now: int) -> bytes | None:
+        """The value stored under `key` if its expiry is after `now` (epoch ms); else None."""
+        ...
+
+
+MAX_RECORD_KEY = 1024
+MAX_RECORD_VALUE = 1 << 20
+
+
+def check_record(key: str, value: bytes) -> None:
+    """`StorageError("invalid_record")` unless `key` and `value` fit the record limits."""
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_RECORD_KEY:
+        raise StorageError("invalid_record", f"a record key must have 1 to {MAX_RECORD_KEY} characters")
+    if not isinstance(value, bytes) or len(value) > MAX_RECORD_VALUE:
+        raise StorageError("invalid_record", f"a record value must be at most {MAX_RECORD_VALUE} bytes")

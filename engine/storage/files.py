@@ -6,6 +6,7 @@ Layout::
     <data_dir>/notebooks/<id>/initial.json     {"version": 0, "state": notebook_to_state(nb)}
     <data_dir>/notebooks/<id>/log/*.log        the op log (engine.storage.oplog)
     <data_dir>/notebooks/<id>/snapshots/*.snap milestone snapshots (engine.storage.snapshots)
+    <data_dir>/records/<sha256 of key>         one record (engine.storage.base, `put_record`)
 
 Promises:
 - `append` returns only when the batch is written and fsync'd (one fsync per batch); a crash at
@@ -26,11 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import logging
 import os
 import re
 import secrets
 import shutil
+import struct
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,7 +46,15 @@ from engine.metrics import FSYNC_SECONDS
 from engine.ot.components import apply_op
 from engine.ot.model import Notebook, notebook_from_state, notebook_to_state
 from engine.records import CommittedOp
-from engine.storage.base import NotebookExists, NotebookInfo, NotebookNotFound, Recovered, StorageError
+from engine.storage.base import (
+    NotebookExists,
+    NotebookInfo,
+    NotebookNotFound,
+    Recovered,
+    StorageError,
+    check_record,
+    derived_incarnation,
+)
 from engine.storage.disk import Disk, cleanup_temp
 from engine.storage.oplog import OpLog
 from engine.storage.snapshots import SnapshotDir
@@ -89,7 +100,33 @@ def _info_from(data: bytes) -> NotebookInfo:
         created=int(d["created"]),
         updated=int(d["updated"]),
         version=int(d.get("version", 0)),
+        incarnation=str(d.get("incarnation") or derived_incarnation(int(d["created"]))),
     )
+
+
+# A record file: expires (epoch ms, i64), key length (u32), the key as UTF-8, then the value.
+_RECORD_HEAD = struct.Struct("<qI")
+SWEEP_EVERY = 1024  # puts between two sweeps of expired record files
+
+
+def _record_name(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _record_bytes(key: str, value: bytes, expires: int) -> bytes:
+    raw_key = key.encode("utf-8", "surrogatepass")
+    return _RECORD_HEAD.pack(expires, len(raw_key)) + raw_key + value
+
+
+def _record_from(data: bytes, key: str) -> tuple[bytes, int] | None:
+    """(value, expires) of a record file's bytes, or None if it holds another key or is damaged."""
+    if len(data) < _RECORD_HEAD.size:
+        return None
+    expires, key_len = _RECORD_HEAD.unpack_from(data)
+    start = _RECORD_HEAD.size
+    if data[start : start + key_len] != key.encode("utf-8", "surrogatepass"):
+        return None
+    return data[start + key_len :], expires
 
 
 class FileStorage:
@@ -126,7 +163,12 @@ class FileStorage:
         self.clock = clock
         self._open: set[str] = set()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.records = Path(data_dir) / "records"
+        self.records.mkdir(exist_ok=True)
+        self._puts = 0
         self._remove_leftovers()
+        cleanup_temp(self.records)
+        self._sweep_records(int(time.time() * 1000))
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -281,6 +323,52 @@ class FileStorage:
         tail = records[-window:] if window else []
         store = FileNotebookStore(self, notebook_id, d, oplog, snaps, window, base_v)
         return store, Recovered(notebook=notebook, version=oplog.head, tail=tail)
+
+    # -- records -------------------------------------------------------------------------------
+
+    async def put_record(self, key: str, value: bytes, expires: int) -> None:
+        """Write the record file atomically and durably (temp file, fsync, rename, dir fsync).
+        Every `SWEEP_EVERY` puts, expired record files are removed (in the same worker thread)."""
+        check_record(key, value)
+        path = self.records / _record_name(key)
+        data = _record_bytes(key, value, expires)
+        self._puts += 1
+        sweep = self._puts % SWEEP_EVERY == 0
+
+        def work() -> None:
+            self.disk.write_file_atomic(path, data)
+            if sweep:
+                self._sweep_records(int(time.time() * 1000))
+
+        await self._run(work)
+
+    async def get_record(self, key: str, now: int) -> bytes | None:
+        """The record's value if present, intact and not expired at `now`; else None."""
+        path = self.records / _record_name(key)
+
+        def work() -> bytes | None:
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                return None
+            found = _record_from(data, key)
+            return found[0] if found is not None and found[1] > now else None
+
+        return await self._run(work)
+
+    def _sweep_records(self, now: int) -> None:
+        """Remove expired record files (blocking; best effort)."""
+        for name in os.listdir(self.records):
+            if name.startswith(".tmp-"):
+                continue
+            path = self.records / name
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(_RECORD_HEAD.size)
+                if len(head) == _RECORD_HEAD.size and _RECORD_HEAD.unpack(head)[0] <= now:
+                    path.unlink()
+            except OSError:
+                continue
 
     # -- plumbing ------------------------------------------------------------------------------
 

@@ -20,7 +20,14 @@ import trio
 
 from engine.ot.model import Notebook
 from engine.records import CommittedOp
-from engine.storage.base import NotebookExists, NotebookInfo, NotebookNotFound, Recovered, StorageError
+from engine.storage.base import (
+    NotebookExists,
+    NotebookInfo,
+    NotebookNotFound,
+    Recovered,
+    StorageError,
+    check_record,
+)
 from engine.storage.files import check_id, replay
 
 
@@ -48,6 +55,7 @@ class MemoryStorage:
         self.clock = clock
         self._notebooks: dict[str, _Entry] = {}
         self._open: set[str] = set()
+        self._records: dict[str, tuple[bytes, int]] = {}  # key -> (value, expires)
 
     def inject_append_failure(self, notebook_id: str) -> None:
         """The next append to `notebook_id` fails with `storage_failed` (and poisons the store)."""
@@ -94,6 +102,19 @@ class MemoryStorage:
         tail = entry.ops[head - window : head] if window else []
         self._open.add(notebook_id)
         return store, Recovered(notebook=notebook, version=head, tail=list(tail))
+
+
+    async def put_record(self, key: str, value: bytes, expires: int) -> None:
+        check_record(key, value)
+        self._records[key] = (bytes(value), expires)
+        if len(self._records) % 1024 == 0:  # forget expired records now and then
+            now = int(time.time() * 1000)
+            for k in [k for k, (_, exp) in self._records.items() if exp <= now]:
+                del self._records[k]
+
+    async def get_record(self, key: str, now: int) -> bytes | None:
+        found = self._records.get(key)
+        return found[0] if found is not None and found[1] > now else None
 
 
 class MemoryNotebookStore:

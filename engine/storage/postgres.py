@@ -33,13 +33,21 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from engine.metrics import FSYNC_SECONDS
 from engine.ot.model import Notebook, notebook_from_state, notebook_to_state
 from engine.records import CommittedOp
-from engine.storage.base import NotebookExists, NotebookInfo, NotebookNotFound, Recovered, StorageError
+from engine.storage.base import (
+    NotebookExists,
+    NotebookInfo,
+    NotebookNotFound,
+    Recovered,
+    StorageError,
+    check_record,
+)
 from engine.storage.files import check_id, replay
 from engine.storage.pg_leases import CONNECT_OPTIONS, HostLeases, Lease
 from engine.storage.pg_schema import migrate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+RECORD_SWEEP_EVERY = 1024  # puts between two deletions of expired records
 
 APPEND = """
 WITH lease AS (
@@ -78,9 +86,19 @@ def _notebook_from(data: bytes, what: str) -> Notebook:
         raise StorageError("snapshot_corrupt", f"{what} is unusable: {e}") from e
 
 
+INFO_COLUMNS = "id, name, created, updated, version, incarnation"
+
+
 def _info_from(row: tuple[Any, ...]) -> NotebookInfo:
-    nid, name, created, updated, version = row
-    return NotebookInfo(id=nid, name=name, created=int(created), updated=int(updated), version=int(version))
+    nid, name, created, updated, version, incarnation = row
+    return NotebookInfo(
+        id=nid,
+        name=name,
+        created=int(created),
+        updated=int(updated),
+        version=int(version),
+        incarnation=incarnation or "",  # NULL (older rows): derived from created
+    )
 
 
 class PostgresStorage:
@@ -108,6 +126,7 @@ class PostgresStorage:
         self.snapshot_seconds = snapshot_seconds
         self.clock = clock
         self._open: set[str] = set()
+        self._puts = 0
         try:
             with psycopg.connect(url, connect_timeout=10) as conn:
                 migrate(conn)
@@ -160,9 +179,18 @@ class PostgresStorage:
             with self._conn() as conn:
                 try:
                     conn.execute(
-                        "INSERT INTO agora_notebooks (id, name, created, updated, version, initial)"
-                        " VALUES (%s, %s, %s, %s, %s, %s)",
-                        (info.id, info.name, info.created, info.updated, info.version, initial),
+                        "INSERT INTO agora_notebooks"
+                        " (id, name, created, updated, version, initial, incarnation)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                        (
+                            info.id,
+                            info.name,
+                            info.created,
+                            info.updated,
+                            info.version,
+                            initial,
+                            info.incarnation,
+                        ),
                     )
                 except psycopg.errors.UniqueViolation:
                     raise NotebookExists(info.id) from None
@@ -175,8 +203,7 @@ class PostgresStorage:
         def work() -> NotebookInfo:
             with self._conn() as conn:
                 row = conn.execute(
-                    "SELECT id, name, created, updated, version FROM agora_notebooks WHERE id = %s",
-                    (notebook_id,),
+                    f"SELECT {INFO_COLUMNS} FROM agora_notebooks WHERE id = %s", (notebook_id,)
                 ).fetchone()
             if row is None:
                 raise NotebookNotFound(notebook_id)
@@ -206,7 +233,7 @@ class PostgresStorage:
         def work() -> list[NotebookInfo]:
             with self._conn() as conn:
                 rows = conn.execute(
-                    'SELECT id, name, created, updated, version FROM agora_notebooks'
+                    f"SELECT {INFO_COLUMNS} FROM agora_notebooks"
                     ' WHERE %s::text IS NULL OR id COLLATE "C" > %s::text'
                     ' ORDER BY id COLLATE "C" LIMIT %s',
                     (after, after, max(limit, 0)),
@@ -265,6 +292,38 @@ class PostgresStorage:
 
     def _closed(self, notebook_id: str) -> None:
         self._open.discard(notebook_id)
+
+    # -- records (kick times, idempotent answers) ------------------------------------------------
+
+    async def put_record(self, key: str, value: bytes, expires: int) -> None:
+        """Upsert `key` (committed when this returns); expired rows are swept now and then."""
+        check_record(key, value)
+        self._puts += 1
+        sweep = self._puts % RECORD_SWEEP_EVERY == 0
+
+        def work() -> None:
+            with self._conn() as conn:
+                conn.execute(
+                    "INSERT INTO agora_records (key, value, expires) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires = EXCLUDED.expires",
+                    (key, value, expires),
+                )
+                if sweep:
+                    conn.execute("DELETE FROM agora_records WHERE expires <= %s", (int(time.time() * 1000),))
+
+        await self._run(work)
+
+    async def get_record(self, key: str, now: int) -> bytes | None:
+        """The value under `key` if it expires after `now` (epoch ms); else None."""
+
+        def work() -> bytes | None:
+            with self._conn() as conn:
+                row = conn.execute(
+                    "SELECT value FROM agora_records WHERE key = %s AND expires > %s", (key, now)
+                ).fetchone()
+            return bytes(row[0]) if row is not None else None
+
+        return await self._run(work)
 
 
 class PostgresNotebookStore:
