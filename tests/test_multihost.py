@@ -264,3 +264,27 @@ async def test_an_unreachable_database_is_a_clear_startup_error(tmp_path: Path) 
     done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT)
     err = done.stderr.decode()
     assert done.returncode == 2 and "cannot use the database" in err and "Traceback" not in err, err
+
+
+async def test_kicks_and_incarnations_hold_on_every_host(start_host: HostFactory) -> None:
+    """A kick made on the owner is in the database: after the notebook moves, the new owner still
+    refuses the kicked user's older tokens; a token of a deleted notebook dies on every host."""
+    a, b = start_host(args=("--idle-timeout", "0.5")), start_host(args=("--idle-timeout", "0.5"))
+    async with client(a) as http_a, client(b) as http_b:
+        await make_notebook(http_a, "nb", cells=1)
+        old = await token(http_a, "nb", user="mallory")
+        await trio.sleep(0.01)
+        assert (await http_a.delete("/api/v1/notebooks/nb/sessions/mallory")).status_code == 204
+        with trio.fail_after(15):  # a's room idles out and gives the lease back
+            while (await http_b.get("/api/v1/notebooks/nb/content")).status_code == 503:
+                await trio.sleep(0.2)
+        async with SyncClient.connect(b.ws_url("nb", old)) as again:
+            assert await close_reason(again) == 4403, "the kicked token got back in on another host"
+        fresh = await token(http_a, "nb", user="mallory")
+        async with SyncClient.connect(b.ws_url("nb", fresh)) as back:
+            assert (await back.start())["user"]["id"] == "mallory"
+        await trio.sleep(1.0)  # b's room idles out too
+        assert (await http_a.delete("/api/v1/notebooks/nb")).status_code == 204
+        await make_notebook(http_a, "nb", cells=1)
+        async with SyncClient.connect(b.ws_url("nb", fresh)) as stale:
+            assert await close_reason(stale) in (4401, 4403, 4404)
