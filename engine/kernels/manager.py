@@ -18,7 +18,8 @@ import zmq
 
 from engine import metrics
 from engine.errors import Unavailable
-from engine.kernels.session import KernelSession, KernelSettings, Requester, Run
+from engine.kernels.queue import Requester, Run
+from engine.kernels.session import KernelSession, KernelSettings
 from engine.kernels.sink import NotebookSink
 
 log = logging.getLogger("agora.kernels")
@@ -96,7 +97,7 @@ class KernelService:
         if session is None:
             return KernelStatus("none", None, [], None)
         running = session.current.cell if session.current is not None else None
-        return KernelStatus(session.state, session.name, [c for c, _ in session.queue], running)
+        return KernelStatus(session.state, session.name, session.queue.cells(), running)
 
     def frame(self, notebook_id: str) -> bytes | None:
         """The current `kernel` frame of a notebook that has had a kernel here (else None)."""

@@ -1,4 +1,4 @@
-"""One notebook's kernel: its state machine, its execution queue and the routing of its output.
+"""One notebook's kernel: its state machine, and the wiring of its queue, output routing and stdin.
 
 States (contract §2/§4): none → starting → idle ⇄ busy → dead (and back to starting on the
 next execute or start). Cells run one at a time in request order across editors; a cell's
@@ -9,43 +9,33 @@ awaited briefly, so no trailing output is lost). iopub is read all the time into
 at most 10 commits per cell per second). A kernel that dies ends its running cell in `error`
 with a visible message and its queued cells in `aborted`; one that ignores an interrupt for
 `interrupt_grace` seconds is restarted the same way.
+
+The parts live in their own modules: `queue` (requests and the cells waiting), `routing` (kernel
+messages to each run's output, and output to the notebook), `stdin` (the input() broker).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 import trio
 import zmq
 
 from engine import metrics
 from engine.errors import NotFound, Unavailable
-from engine.kernels.channels import BadMessage, Message
 from engine.kernels.outputs import CellOutput, OutputLimits
 from engine.kernels.process import KernelProcess, resolve_kernel_name
+from engine.kernels.queue import ExecutionQueue, Requester, Run, code_cells
+from engine.kernels.routing import Build, Component, Execution, Router
 from engine.kernels.sink import NotebookSink
+from engine.kernels.stdin import StdinBroker
 from engine.ot.model import Notebook
-from protocol import InputRequest, Kernel, encode, wsframe
+from protocol import Kernel, encode, wsframe
 
 log = logging.getLogger("agora.kernels")
-
-Component = dict[str, Any]
-KEEP_RUNS = 32  # finished runs whose late output (background threads) is still routed
-MAX_QUEUE = 10_000  # queued cells per notebook; beyond, an execute is refused
-
-
-class Requester(Protocol):
-    """The connection whose `execute` ran a cell: it alone gets `input_request`."""
-
-    @property
-    def closed(self) -> bool: ...
-
-    def send_private(self, *chunks: bytes) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,59 +50,12 @@ class KernelSettings:
     outputs: OutputLimits = field(default_factory=OutputLimits)
 
 
-@dataclass(eq=False, slots=True)
-class Run:
-    """One execute request: its cells in order, who asked, and when it is over."""
-
-    cells: list[str]
-    requester: Requester | None
-    remaining: int = 0
-    done: trio.Event = field(default_factory=trio.Event)
-
-    def finish_one(self) -> None:
-        self.remaining -= 1
-        if self.remaining <= 0:
-            self.done.set()
-
-
-@dataclass(eq=False, slots=True)
-class _Execution:
-    cell: str
-    run: Run
-    output: CellOutput
-    reply: Message | None = None
-    busy: trio.Event = field(default_factory=trio.Event)  # the kernel started executing it
-    idle: trio.Event = field(default_factory=trio.Event)
-    ended: trio.Event = field(default_factory=trio.Event)
-
-
-@dataclass(slots=True)
-class _PendingInput:
-    execution: _Execution
-    header: dict[str, Any]
-    prompt: str
-    password: bool
-
-
 class KernelStopped(Exception):
     """The kernel went away during a run (died, restarted, shut down); `message` says how."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-def _code_cells(nb: Notebook, wanted: list[str] | None) -> list[str]:
-    from engine.ot.model import ordered_cells
-
-    if wanted is None:
-        return [c.id for c in ordered_cells(nb) if c.cell_type == "code"]
-    cells = nb.cells
-    return [
-        cid
-        for cid in dict.fromkeys(wanted)
-        if cid in cells and cells[cid].cell_type == "code" and not cells[cid].deleted
-    ]
 
 
 class KernelSession:
@@ -133,21 +76,19 @@ class KernelSession:
         self.may_start = may_start
         self.state = "none"
         self.name: str | None = None
-        self.queue: deque[tuple[str, Run]] = deque()
-        self.current: _Execution | None = None
+        self.queue = ExecutionQueue()
+        self.current: Execution | None = None
         self.kernel: KernelProcess | None = None
         self.last_active = trio.current_time()
         self._work = trio.Event()
-        self._output_ready = trio.Event()
         self._wake_run = trio.Event()
         self._commit_lock = trio.Lock()
         self._start_lock = trio.Lock()
-        self._executions: OrderedDict[str, _Execution] = OrderedDict()
-        self._kernel_info: dict[str, trio.Event] = {}
         self._kernel_scope: trio.CancelScope | None = None
         self._stopped: str | None = None  # why the current kernel went away during a run
-        self._pending_input: _PendingInput | None = None
         self._nursery: trio.Nursery | None = None
+        self.router = Router(notebook_id, self._progress)
+        self.stdin = StdinBroker(lambda: self.kernel, self.router.output_due, self._spawn)
         self.closed = trio.Event()
 
     # -- state and frames --------------------------------------------------------------------
@@ -155,7 +96,7 @@ class KernelSession:
     def frame(self) -> bytes:
         """The `kernel` frame for the current state."""
         running = self.current.cell if self.current is not None else None
-        queue = [cell for cell, _ in self.queue]
+        queue = self.queue.cells()
         return wsframe.text_frame(encode(Kernel(self.state, queue, self.name, running)))
 
     def _set_state(self, state: str) -> None:
@@ -164,6 +105,14 @@ class KernelSession:
 
     def _announce(self) -> None:
         self.sink.broadcast(self.frame())
+
+    def _progress(self) -> None:
+        """Wake the run task: the running cell may have ended or its kernel stopped."""
+        self._wake_run.set()
+
+    def _spawn(self, task: Callable[[], Awaitable[object]]) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(task)
 
     @property
     def live(self) -> bool:
@@ -178,12 +127,11 @@ class KernelSession:
         is reached or the queue is full."""
         if not self.live and not self.may_start():
             raise Unavailable("the server runs as many kernels as it may; try later", code="kernel_limit")
-        if len(self.queue) >= MAX_QUEUE:
-            raise Unavailable("too many cells are waiting to run in this notebook", code="queue_full")
+        self.queue.ensure_room()
         run = Run([], requester)
 
         def queue_cells(nb: Notebook) -> list[Component]:
-            run.cells = _code_cells(nb, cells)
+            run.cells = code_cells(nb, cells)
             return [{"t": "exec_state", "id": cid, "state": "queued"} for cid in run.cells]
 
         async with self._commit_lock:
@@ -192,7 +140,7 @@ class KernelSession:
         if not run.cells:
             run.done.set()
             return run
-        self.queue.extend((cid, run) for cid in run.cells)
+        self.queue.add(run)
         self._work.set()
         self._announce()
         return run
@@ -231,17 +179,7 @@ class KernelSession:
 
     def answer_input(self, requester: Requester, value: str) -> bool:
         """Answer this notebook's pending `input()` if `requester` is the one it asked."""
-        pending = self._pending_input
-        kernel = self.kernel
-        if pending is None or kernel is None or pending.execution.run.requester is not requester:
-            return False
-        self._pending_input = None
-        _, frames = kernel.codec.request("input_reply", {"value": value}, parent=pending.header)
-        kernel.stdin.send(frames)
-        echo = pending.prompt + ("" if pending.password else value) + "\n"
-        pending.execution.output.stream("stdout", echo)
-        self._output_ready.set()
-        return True
+        return self.stdin.answer(requester, value)
 
     # -- the session task ------------------------------------------------------------------------
 
@@ -250,7 +188,7 @@ class KernelSession:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._flusher)
+                nursery.start_soon(self.router.flush_forever, self._commit)
                 task_status.started()
                 await self._run_queue()
         finally:
@@ -280,7 +218,7 @@ class KernelSession:
                 except Unavailable as exc:
                     await self._abort_queue(exc.message)
                 continue  # the queue may have changed meanwhile (a restart aborts it)
-            cell, run = self.queue.popleft()
+            cell, run = self.queue.pop()
             try:
                 await self._run_cell(cell, run)
             except (NotFound, Unavailable) as exc:  # the notebook went away or cannot take writes
@@ -334,11 +272,11 @@ class KernelSession:
             if self._stopped is not None:
                 raise KernelStopped(self._stopped)
             msg_id, frames = kernel.codec.request("kernel_info_request", {})
-            seen = self._kernel_info[msg_id] = trio.Event()
+            seen = self.router.expect_kernel_info(msg_id)
             kernel.shell.send(frames)
             with trio.move_on_after(0.5):
                 await seen.wait()
-            del self._kernel_info[msg_id]
+            self.router.forget_kernel_info(msg_id)
             if seen.is_set():
                 return
 
@@ -347,8 +285,8 @@ class KernelSession:
     ) -> None:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(kernel.iopub.receive_loop, lambda f: self._on_iopub(kernel, f))
-                nursery.start_soon(kernel.shell.receive_loop, lambda f: self._on_shell(kernel, f))
+                nursery.start_soon(kernel.iopub.receive_loop, lambda f: self.router.on_iopub(kernel, f))
+                nursery.start_soon(kernel.shell.receive_loop, lambda f: self.router.on_shell(kernel, f))
                 nursery.start_soon(kernel.stdin.receive_loop, lambda f: self._on_stdin(kernel, f))
                 nursery.start_soon(kernel.control.receive_loop, lambda f: None)
                 task_status.started(scope)
@@ -370,129 +308,20 @@ class KernelSession:
         if self.kernel is kernel and self._stopped is not None:
             await self._stop_kernel(self._stopped)
 
-    # -- message handlers (synchronous, called by the receiving tasks) -----------------------------
-
-    def _decode(self, kernel: KernelProcess, frames: list[bytes]) -> Message | None:
-        try:
-            return kernel.codec.decode(frames)
-        except BadMessage as exc:
-            log.warning("notebook %s: dropped a kernel message: %s", self.notebook_id, exc)
-            return None
-
-    def _on_shell(self, kernel: KernelProcess, frames: list[bytes]) -> None:
-        msg = self._decode(kernel, frames)
-        if msg is None or msg.parent_id is None:
-            return
-        if msg.msg_type == "execute_reply":
-            execution = self._executions.get(msg.parent_id)
-            if execution is not None:
-                execution.reply = msg
-                self._wake_run.set()
-
-    def _on_iopub(self, kernel: KernelProcess, frames: list[bytes]) -> None:
-        msg = self._decode(kernel, frames)
-        metrics.KERNEL_IOPUB_MESSAGES.inc()
-        if msg is None or msg.parent_id is None:
-            return
-        if msg.parent_id in self._kernel_info:
-            self._kernel_info[msg.parent_id].set()
-            return
-        execution = self._executions.get(msg.parent_id)
-        if execution is None:
-            return
-        content, kind, out = msg.content, msg.msg_type, execution.output
-        transient = content.get("transient")
-        display_id = transient.get("display_id") if isinstance(transient, dict) else None
-        display_id = display_id if isinstance(display_id, str) and display_id else None
-        if kind == "stream":
-            name, text = content.get("name"), content.get("text")
-            if name in ("stdout", "stderr") and isinstance(text, str):
-                out.stream(name, text)
-        elif kind in ("display_data", "execute_result"):
-            output: dict[str, Any] = {
-                "output_type": kind,
-                "data": content.get("data") or {},
-                "metadata": content.get("metadata") or {},
-            }
-            if kind == "execute_result":
-                output = {
-                    "output_type": kind,
-                    "execution_count": content.get("execution_count"),
-                    "data": output["data"],
-                    "metadata": output["metadata"],
-                }
-            out.output(output, display_id)
-        elif kind == "update_display_data":
-            if display_id is not None:
-                out.update_display(
-                    display_id,
-                    {
-                        "output_type": "display_data",
-                        "data": content.get("data") or {},
-                        "metadata": content.get("metadata") or {},
-                    },
-                )
-        elif kind == "error":
-            out.output(
-                {
-                    "output_type": "error",
-                    "ename": str(content.get("ename", "")),
-                    "evalue": str(content.get("evalue", "")),
-                    "traceback": [str(t) for t in content.get("traceback") or []],
-                },
-                None,
-            )
-        elif kind == "clear_output":
-            out.clear_output(bool(content.get("wait")))
-        elif kind == "status":
-            if content.get("execution_state") == "busy":
-                execution.busy.set()
-            elif content.get("execution_state") == "idle":
-                execution.idle.set()
-                self._wake_run.set()
-            return
-        else:
-            return
-        if out.pending:
-            self._output_ready.set()
+    # -- stdin (synchronous, called by its receiving task) ------------------------------------------
 
     def _on_stdin(self, kernel: KernelProcess, frames: list[bytes]) -> None:
-        msg = self._decode(kernel, frames)
+        msg = self.router.decode(kernel, frames)
         if msg is None or msg.msg_type != "input_request":
             return
         execution = self.current
-        if execution is None or msg.parent_id not in self._executions:
+        if execution is None or msg.parent_id not in self.router.executions:
             return
-        prompt = str(msg.content.get("prompt", ""))
-        password = bool(msg.content.get("password"))
-        requester = execution.run.requester
-        if requester is None or requester.closed:
-            self._no_input(execution, kernel, "the connection that ran this cell has gone")
-            return
-        self._pending_input = _PendingInput(execution, msg.header, prompt, password)
-        requester.send_private(wsframe.text_frame(encode(InputRequest(execution.cell, prompt, password))))
-        if self._nursery is not None:
-            self._nursery.start_soon(self._watch_requester, self._pending_input, kernel)
-
-    def _no_input(self, execution: _Execution, kernel: KernelProcess, why: str) -> None:
-        """input() that nobody can answer: an error in the cell (by interrupting it), never a hang."""
-        execution.output.stream("stderr", f"input() cannot be answered: {why}.\n")
-        self._output_ready.set()
-        if self._nursery is not None:
-            self._nursery.start_soon(kernel.interrupt)
-
-    async def _watch_requester(self, pending: _PendingInput, kernel: KernelProcess) -> None:
-        requester = pending.execution.run.requester
-        while self._pending_input is pending and self.kernel is kernel:
-            if requester is None or requester.closed:
-                self._pending_input = None
-                self._no_input(pending.execution, kernel, "the connection that ran this cell has gone")
-                return
-            await trio.sleep(0.25)
+        self.stdin.on_request(kernel, msg, execution)
 
     # -- running one cell --------------------------------------------------------------------------
 
-    async def _commit(self, build: Callable[[Notebook], list[Component]]) -> None:
+    async def _commit(self, build: Build) -> None:
         async with self._commit_lock:
             await self.sink.commit(build)
 
@@ -517,7 +346,7 @@ class KernelSession:
             )
             run.finish_one()
             return
-        execution = _Execution(cell, run, CellOutput(cell, self.settings.outputs))
+        execution = Execution(cell, run, CellOutput(cell, self.settings.outputs))
         msg_id, frames = kernel.codec.request(
             "execute_request",
             {
@@ -529,9 +358,7 @@ class KernelSession:
                 "stop_on_error": True,
             },
         )
-        self._executions[msg_id] = execution
-        while len(self._executions) > KEEP_RUNS:
-            self._executions.popitem(last=False)
+        self.router.track(msg_id, execution)
         self.current = execution
         self._set_state("busy")
         await self._commit(
@@ -550,7 +377,7 @@ class KernelSession:
                 while not execution.idle.is_set() and self._stopped is None:
                     self._wake_run = trio.Event()
                     await self._wake_run.wait()
-        self._pending_input = None
+        self.stdin.cancel()
         self.current = None
         try:
             await self._finish(execution)
@@ -563,7 +390,7 @@ class KernelSession:
             if self.state != "none":
                 self._set_state("dead")
 
-    async def _finish(self, execution: _Execution) -> None:
+    async def _finish(self, execution: Execution) -> None:
         """Commit the rest of a cell's output, its count and final state; abort the rest of its
         request after an error."""
         out, cell, run = execution.output, execution.cell, execution.run
@@ -577,8 +404,8 @@ class KernelSession:
         else:
             state, count, stopped = "error", None, self._stopped or "the kernel stopped"
         # An error aborts the rest of its request; a stopped kernel, everything queued now.
-        doomed = [item for item in self.queue if stopped is not None or (state == "error" and item[1] is run)]
-        self.queue = deque(item for item in self.queue if item not in doomed)
+        everything, failed = stopped is not None, state == "error"
+        doomed = self.queue.take_where(lambda item: everything or (failed and item[1] is run))
         rest = [cid for cid, _ in doomed]
 
         def build(nb: Notebook) -> list[Component]:
@@ -614,11 +441,7 @@ class KernelSession:
 
     async def _abort_queue(self, message: str, only: list[tuple[str, Run]] | None = None) -> None:
         """End queued cells in `aborted` (all of them, or those of `only` still queued)."""
-        if only is None:
-            items, self.queue = list(self.queue), deque()
-        else:
-            items = [item for item in self.queue if any(item is o for o in only)]
-            self.queue = deque(item for item in self.queue if not any(item is o for o in only))
+        items = self.queue.take(only)
         if not items:
             return
         log.info("notebook %s: %d queued cells aborted: %s", self.notebook_id, len(items), message)
@@ -631,36 +454,9 @@ class KernelSession:
             run.finish_one()
         self._announce()
 
-    async def _flusher(self) -> None:
-        """Commit due output of every run (first at once, then paced; at the end by `_finish`)."""
-        while True:
-            self._output_ready = trio.Event()
-            due = min(
-                (e.output.due_at() for e in self._executions.values() if e.output.pending),
-                default=float("inf"),
-            )
-            if due > trio.current_time():
-                with trio.move_on_at(due):
-                    await self._output_ready.wait()
-                continue
-            now = trio.current_time()
-            ready = [
-                e.output
-                for e in list(self._executions.values())
-                if e.output.pending and e.output.due_at() <= now
-            ]
-            try:
-                await self._commit(_take_all(ready, now))
-            except NotFound:  # the notebook was deleted: its output has nowhere to go
-                for out in ready:
-                    out.take(now)
-            except Unavailable as exc:  # closing or failing storage: retry a little later
-                log.warning("notebook %s: kernel output not committed: %s", self.notebook_id, exc.message)
-                await trio.sleep(0.5)
-
     # -- stopping --------------------------------------------------------------------------------
 
-    async def _escalate(self, execution: _Execution, kernel: KernelProcess) -> None:
+    async def _escalate(self, execution: Execution, kernel: KernelProcess) -> None:
         await trio.sleep(self.settings.interrupt_grace)
         if self.current is execution and self.kernel is kernel and self._stopped is None:
             log.warning(
@@ -685,7 +481,7 @@ class KernelSession:
         if kernel is None:
             return
         self.kernel = None  # claimed: nobody else shuts this one down
-        doomed = list(self.queue) if abort else []
+        doomed = self.queue.snapshot() if abort else []
         if self._stopped is None:
             self._stopped = reason
         self._wake_run.set()
@@ -705,8 +501,3 @@ class KernelSession:
                 pass
         if self.state in ("starting", "idle", "busy"):
             self._set_state("dead")
-
-
-def _take_all(outputs: list[CellOutput], now: float) -> Callable[[Notebook], list[Component]]:
-    """A commit builder taking the pending components of `outputs` (inside the room)."""
-    return lambda nb: [c for out in outputs for c in out.take(now)]
