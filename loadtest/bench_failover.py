@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -156,6 +157,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                 h.stop()
         if cluster is not None:
             cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     welcome = sorted(r["welcome_s"] for r in rounds)
     ack = sorted(r["first_ack_s"] for r in rounds)
     return {
