@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 
+from cli.flags import parse_args
 from tests.server_process import ServerProcess
 from tests.wsclient import SyncClient
 
@@ -38,3 +40,19 @@ async def test_dev_mode_prints_a_key_and_a_demo_notebook_that_work(tmp_path: Pat
         assert "".join(r.json()["cells"][1]["source"]).startswith("# edited live")
     finally:
         server.stop()
+
+
+def test_serve_help_names_every_flags_environment_variable_and_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Contract §1: `agora serve --help` lists every flag with its environment variable and default."""
+    with pytest.raises(SystemExit):
+        parse_args(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    flags = sorted(set(re.findall(r"\[(--[a-z-]+)", text)) - {"--dev"})
+    assert len(flags) >= 25, flags
+    options = text.split("options:")[1]
+    for flag in flags:
+        described = re.search(re.escape(flag) + r"(?: [A-Z_]+)? (.*?)(?= --[a-z]|$)", options)
+        assert described, flag
+        assert "env AGORA_" in described[1] and "default" in described[1], (flag, described[1])

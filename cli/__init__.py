@@ -1,0 +1,1 @@
+"""The `agora` command line: flags and settings, `--dev`, `proxy-config`."""
