@@ -18,6 +18,7 @@ import orjson
 import trio
 
 from engine.engine import Engine
+from engine.listener import send_all
 
 OWNED_PATH = re.compile(r"^/(?:api/v1/notebooks|embed)/([A-Za-z0-9_-]{1,64})(?:/.*)?$")
 MESSAGE = "This notebook is open on another host; retry (the proxy will)."
@@ -108,14 +109,6 @@ async def refuse_sync_if_not_owner(
         + b"\r\n\r\n"
         + body
     )
-    view = memoryview(response)
     with trio.move_on_after(2):
-        while view:
-            await trio.lowlevel.wait_writable(sock)
-            try:
-                view = view[sock.send(view) :]
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                break
+        await send_all(sock, response)
     return True

@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 import trio
 
-from engine.listener import SYNC_PATH, PrefixedStream, close_socket
+from engine.listener import SYNC_PATH, PrefixedStream, close_socket, drain, send_all
 
 API_PREFIX = "/api/v1"
 PUBLIC_API_PATHS = frozenset({f"{API_PREFIX}/openapi.json", f"{API_PREFIX}/docs"})
@@ -258,39 +258,16 @@ class Gate:
 
 async def refuse(sock: socket.socket, refusal: Refusal) -> None:
     """Write `refusal`, half-close, drop what the client still sends for a moment, close."""
-    data = memoryview(refusal.response())
     with trio.CancelScope(shield=True), trio.move_on_after(REFUSAL_DRAIN):
-        while data:
-            await trio.lowlevel.wait_writable(sock)
-            try:
-                data = data[sock.send(data) :]
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                break
-        await drain_and_close(sock)
+        if await send_all(sock, refusal.response()):
+            await drain(sock)
     close_socket(sock)
 
 
 async def drain_and_close(sock: socket.socket) -> None:
-    """Half-close, then read and drop input until EOF (the caller bounds the time), then close.
-
-    Closing with unread input makes the kernel send a reset, which can destroy what we wrote
-    last before the client reads it; reading it first lets the answer or close frame arrive.
-    """
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        try:
-            if not sock.recv(65536):
-                break
-        except (BlockingIOError, InterruptedError):
-            continue
-        except OSError:
-            break
+    """Half-close, read and drop input until EOF (the caller bounds the time), then close, so
+    that what was written last (an answer, a close frame) arrives instead of a reset."""
+    await drain(sock)
     close_socket(sock)
 
 

@@ -93,32 +93,48 @@ async def read_head(sock: socket.socket) -> bytes | None:
     return None
 
 
+async def send_all(sock: socket.socket, data: bytes) -> bool:
+    """Write all of `data` to a non-blocking socket; False when the peer went away first.
+    The caller bounds the time."""
+    view = memoryview(data)
+    while view:
+        await trio.lowlevel.wait_writable(sock)
+        try:
+            view = view[sock.send(view) :]
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError:
+            return False
+    return True
+
+
+async def drain(sock: socket.socket) -> None:
+    """Half-close, then read and drop input until EOF (the caller bounds the time).
+
+    Closing with unread input makes the kernel send a reset, which can destroy what we wrote
+    last before the client reads it; reading it first lets the answer or close frame arrive.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            if not sock.recv(65536):
+                return
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError:
+            return
+
+
 async def refuse_head(sock: socket.socket, response: bytes) -> None:
     """Send `response`, half-close, and drain what the client still sends (bounded time) so the
     close does not reset the connection before the response is read; the caller closes."""
-    view = memoryview(response)
     with trio.move_on_after(2):
-        while view:
-            await trio.lowlevel.wait_writable(sock)
-            try:
-                view = view[sock.send(view) :]
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                return
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            return
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                if not sock.recv(65536):
-                    return
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                return
+        if await send_all(sock, response):
+            await drain(sock)
 
 
 def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
