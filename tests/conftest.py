@@ -10,7 +10,7 @@ import pytest
 
 import tests.hypothesis_profiles  # noqa: F401  (registers and loads the hypothesis profile)
 from tests.pg_cluster import PgCluster
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, running_server
 
 
 @pytest.fixture(scope="session")
@@ -26,16 +26,9 @@ def pg_cluster() -> Iterator[PgCluster]:
 
 @pytest.fixture
 def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A started server with a fresh data dir; stopped (SIGTERM) afterwards."""
-    proc = ServerProcess(data_dir=tmp_path / "data")
-    proc.start()
-    try:
+    """A started server with a fresh data dir; stopped (SIGTERM) afterwards, its log clean."""
+    with running_server(tmp_path / "data") as proc:
         yield proc
-    finally:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.stop()
-    # Bad input must be answered, never crash a handler: the log holds no traceback.
-    assert "Traceback" not in proc.log(), proc.log()[-4000:]
 
 
 @pytest.fixture

@@ -10,20 +10,14 @@ from pathlib import Path
 
 import orjson
 
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, running_server
 
 
 @contextmanager
 def running(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
     """A real server started with extra `serve` flags; stopped afterwards (log must stay clean)."""
-    proc = ServerProcess(data_dir=tmp_path / "data", extra_args=list(args), extra_env=env or {})
-    proc.start()
-    try:
+    with running_server(tmp_path / "data", *args, env=env) as proc:
         yield proc
-    finally:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.stop()
-    assert "Traceback" not in proc.log(), proc.log()[-4000:]
 
 
 def connect(port: int, timeout: float = 10.0) -> socket.socket:

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
@@ -98,3 +100,21 @@ class ServerProcess:
 
     def kill9(self) -> None:
         self.stop(signal.SIGKILL)
+
+
+@contextmanager
+def running_server(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """A real server on `data_dir` started with extra `serve` flags; stopped (SIGTERM) afterwards.
+
+    Bad input must be answered, never crash a handler: the log must hold no traceback.
+    """
+    proc = ServerProcess(data_dir=data_dir, extra_args=list(args), extra_env=env or {})
+    proc.start()
+    try:
+        yield proc
+    finally:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.stop()
+    assert "Traceback" not in proc.log(), proc.log()[-4000:]

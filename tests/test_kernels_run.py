@@ -17,7 +17,7 @@ import trio
 
 from engine.kernels.terminal import render
 from tests.kernelkit import cell, create, pump_until, pump_until_final, run_ws, text_of, token
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, running_server
 from tests.wsclient import SyncClient, close_reason
 
 PNG = base64.b64encode(
@@ -30,14 +30,8 @@ PNG = base64.b64encode(
 
 @pytest.fixture(scope="module")
 def kserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(data_dir=tmp_path_factory.mktemp("kernels") / "data")
-    proc.start()
-    try:
+    with running_server(tmp_path_factory.mktemp("kernels") / "data") as proc:
         yield proc
-    finally:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.stop()
-    assert "Traceback" not in proc.log(), proc.log()[-4000:]
 
 
 @pytest.fixture
