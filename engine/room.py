@@ -37,6 +37,7 @@ __all__ = ["Member", "Room", "RoomConfig"]
 log = logging.getLogger("agora.room")
 T = TypeVar("T")
 TIME_SLICE = 0.005  # seconds of batch work between two yields to the other tasks
+KICKED = "disconnected by the platform"  # the close reason of a kick, at once or at a later join
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,12 +180,11 @@ class Room:
         """Refuse `user_id`'s tokens issued at or before `at` (epoch ms) from now on, and close
         that user's connections (members and pending joins) with 4403. Returns how many."""
         self.kicked[user_id] = max(at, self.kicked.get(user_id, 0))
-        reason = "disconnected by the platform"
         pending = [j for j in self.joins.pending if str(j.member.user.get("id")) == user_id]
         for join in pending:
             self.joins.pending.remove(join)
-            close_member(join.member, 4403, reason)
-        return len(pending) + self.close_members(4403, reason, lambda m: str(m.user.get("id")) == user_id)
+            close_member(join.member, 4403, KICKED)
+        return len(pending) + self.close_members(4403, KICKED, lambda m: str(m.user.get("id")) == user_id)
 
     def _admit(self, member: Member) -> bool:
         """Decide a join in the room task: refuse a kicked token, give a borrowed client id a
@@ -192,7 +192,7 @@ class Room:
         user = str(member.user["id"])
         kicked = self.kicked.get(user)
         if kicked is not None and member.issued <= kicked:
-            close_member(member, 4403, "disconnected by the platform")
+            close_member(member, 4403, KICKED)
             return False
         while self._held_by_other(member.client, user):
             member.client = secrets.token_urlsafe(12)
